@@ -1,0 +1,233 @@
+//! Node configuration: defaults, overlaid by a TOML file, overlaid by environment
+//! variables and flags (clap reads both; a flag beats its variable).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vouch_proto::{Limits, NetworkId};
+
+use crate::error::NodeError;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `vouch-node run` needs. See README "Configuration" for each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Directory for the key (by default), the job database, the signing history and the lock.
+    pub data_dir: PathBuf,
+    /// Operator key (PKCS#8 PEM). Default `<data_dir>/operator.pem`.
+    pub key_file: Option<PathBuf>,
+    /// Network name or 64-hex network id.
+    pub network: String,
+    /// Docker endpoint. Default `$DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    pub docker_host: Option<String>,
+    /// Jobs running at once.
+    pub max_concurrent_jobs: usize,
+    /// Jobs waiting for a slot before submissions are refused with 503.
+    pub queue_capacity: usize,
+    /// Largest HTTP request body, in bytes (input travels inside it).
+    pub max_body_bytes: usize,
+    /// Time limit for one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// HTTP requests served at once.
+    pub max_http_concurrency: usize,
+    /// Bearer tokens clients must present on /v1; empty = open API.
+    pub api_keys: Vec<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Default limits of every job, and the most a job may ask for.
+    pub limits: Limits,
+    /// How long shutdown waits for running jobs before killing them.
+    pub shutdown_grace_ms: u64,
+    /// How many times a job interrupted by crashes is started before it is failed.
+    pub max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("vouch-data"),
+            key_file: None,
+            network: "vouch-devnet".into(),
+            docker_host: None,
+            max_concurrent_jobs: 4,
+            queue_capacity: 1024,
+            max_body_bytes: 16 << 20,
+            request_timeout_ms: 60_000,
+            max_http_concurrency: 512,
+            api_keys: vec![],
+            log_format: LogFormat::Human,
+            limits: Limits {
+                cpu_millis: 1000,
+                memory_bytes: 256 << 20,
+                output_bytes: 4 << 20,
+                pids: 64,
+                timeout_ms: 30_000,
+                tmpfs_bytes: 16 << 20,
+            },
+            shutdown_grace_ms: 10_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Flags of `vouch-node run`. Each may also come from the environment variable named.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long, env = "VOUCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "VOUCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./vouch-data].
+    #[arg(long, env = "VOUCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Operator key file [default: <data-dir>/operator.pem].
+    #[arg(long, env = "VOUCH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Network name or id [default: vouch-devnet].
+    #[arg(long, env = "VOUCH_NETWORK")]
+    pub network: Option<String>,
+    /// Docker endpoint [default: unix:///var/run/docker.sock].
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Jobs running at once [default: 4].
+    #[arg(long, env = "VOUCH_MAX_CONCURRENT_JOBS")]
+    pub max_concurrent_jobs: Option<usize>,
+    /// Comma-separated API keys clients must send as `Authorization: Bearer <key>`.
+    #[arg(
+        long,
+        env = "VOUCH_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Option<Vec<String>>,
+    /// Log format [default: human].
+    #[arg(long, env = "VOUCH_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then flags and environment.
+    pub fn load(args: &RunArgs) -> Result<Self, NodeError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = args.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &args.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &args.key_file {
+            config.key_file = Some(v.clone());
+        }
+        if let Some(v) = &args.network {
+            config.network = v.clone();
+        }
+        if let Some(v) = &args.docker_host {
+            config.docker_host = Some(v.clone());
+        }
+        if let Some(v) = args.max_concurrent_jobs {
+            config.max_concurrent_jobs = v;
+        }
+        if let Some(v) = &args.api_keys {
+            config.api_keys = v
+                .iter()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+        }
+        if let Some(v) = args.log_format {
+            config.log_format = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml_file(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |m: &str| Err(NodeError::Config(m.into()));
+        if self.max_concurrent_jobs == 0 {
+            return bad("max_concurrent_jobs must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if self.max_http_concurrency == 0 {
+            return bad("max_http_concurrency must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1");
+        }
+        self.limits
+            .validate()
+            .map_err(|e| NodeError::Config(format!("limits: {e}")))?;
+        Ok(())
+    }
+
+    /// The network id named by `network`.
+    pub fn network_id(&self) -> NetworkId {
+        NetworkId::parse_or_name(&self.network)
+    }
+
+    /// The key file path.
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("operator.pem"))
+    }
+
+    /// The Docker endpoint.
+    pub fn docker_endpoint(&self) -> String {
+        self.docker_host
+            .clone()
+            .unwrap_or_else(crate::executor::DockerExecutor::default_host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nnetwork = \"n1\"\n[limits]\ncpu_millis = 500\nmemory_bytes = 1000000\noutput_bytes = 10\npids = 8\ntimeout_ms = 100\ntmpfs_bytes = 4096\n").unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            network: Some("n2".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.network, "n2", "flag beats file");
+        assert_eq!(c.limits.cpu_millis, 500);
+        std::fs::write(&path, "listn = \"x\"").unwrap();
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

@@ -1,0 +1,631 @@
+//! Running a job: the [`Executor`] interface, the Docker implementation used in production,
+//! and a small in-memory one used beside it in tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bollard::container::{
+    AttachContainerOptions, Config, CreateContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, RemoveContainerOptions, StartContainerOptions,
+    WaitContainerOptions,
+};
+use bollard::models::{HostConfig, HostConfigLogConfig};
+use bollard::{ClientVersion, Docker};
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vouch_proto::{Digest, JobId, JobSpec};
+
+use crate::error::ExecError;
+
+/// Most stderr bytes kept per job. Stderr is diagnostics, never signed.
+pub const STDERR_CAP: usize = 64 * 1024;
+/// The uid:gid every workload runs as, whatever its image says.
+pub const WORKLOAD_USER: &str = "65534:65534";
+/// Docker API version spoken. 1.41 is served by Docker 20.10 and by every later engine.
+const DOCKER_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// Which limit a workload broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Ran past `timeout_ms`.
+    Timeout,
+    /// Killed by the kernel for going over `memory_bytes`.
+    Memory,
+    /// Wrote more than `output_bytes` to stdout.
+    Output,
+}
+
+/// How long each phase of a run took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Creating the container.
+    pub create: Duration,
+    /// Attaching and starting it.
+    pub start: Duration,
+    /// From start until its output ended and it was reaped.
+    pub run: Duration,
+    /// Removing it.
+    pub remove: Duration,
+}
+
+/// What became of a run. Both variants are results, not faults: a non-zero exit is signed;
+/// a broken limit fails the job with a reason and no receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The workload exited by itself.
+    Exited {
+        /// Its exit code.
+        exit_code: i32,
+        /// Everything it wrote to stdout (within the cap).
+        stdout: Bytes,
+        /// The first [`STDERR_CAP`] bytes of stderr.
+        stderr: Bytes,
+        /// Phase timings.
+        timings: Timings,
+    },
+    /// The workload broke a limit and was stopped.
+    LimitExceeded {
+        /// Which limit.
+        kind: LimitKind,
+        /// A sentence for the job's failure reason.
+        detail: String,
+        /// The first [`STDERR_CAP`] bytes of stderr.
+        stderr: Bytes,
+    },
+}
+
+/// Runs jobs. Implementations must never leave a container (or process) behind, whatever
+/// the workload does, and must apply every limit in `spec.limits`.
+pub trait Executor: Send + Sync + 'static {
+    /// Resolves an image reference (tag, short or full id) to the local image id.
+    /// Never pulls: an image that is not present is [`ExecError::ImageNotFound`].
+    fn resolve_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Digest, ExecError>>;
+    /// Runs `spec` on `input` in a fresh sandbox.
+    fn run<'a>(
+        &'a self,
+        job_id: JobId,
+        spec: &'a JobSpec,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<RunOutcome, ExecError>>;
+    /// Whether the backend is reachable.
+    fn health(&self) -> BoxFuture<'_, Result<(), ExecError>>;
+    /// Removes anything a previous process of this node left behind (after a crash).
+    fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>>;
+}
+
+/// Runs jobs as Docker containers through bollard, locked down as SPEC.md §5 describes.
+#[derive(Debug)]
+pub struct DockerExecutor {
+    host: String,
+    /// Label value that marks this node's containers, so a restart can sweep them.
+    node_label: String,
+    /// Connected lazily and dropped on connection errors, so the node recovers when the
+    /// daemon comes back.
+    client: Mutex<Option<Docker>>,
+}
+
+impl DockerExecutor {
+    /// An executor for the daemon at `host` (`unix:///path` or `tcp://host:port`).
+    pub fn new(host: impl Into<String>, node_label: impl Into<String>) -> Self {
+        DockerExecutor {
+            host: host.into(),
+            node_label: node_label.into(),
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The endpoint from `DOCKER_HOST`, or the default socket.
+    pub fn default_host() -> String {
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+    }
+
+    fn client(&self) -> Result<Docker, ExecError> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        // Requests may wait as long as a job may run; our own timeouts bound them.
+        const REQUEST_TIMEOUT_SECS: u64 = 24 * 3600;
+        let connected = if let Some(path) = self.host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, &DOCKER_API)
+        } else if self.host.starts_with("tcp://") || self.host.starts_with("http://") {
+            Docker::connect_with_http(&self.host, REQUEST_TIMEOUT_SECS, &DOCKER_API)
+        } else if self.host.starts_with('/') {
+            Docker::connect_with_unix(&self.host, REQUEST_TIMEOUT_SECS, &DOCKER_API)
+        } else {
+            return Err(self.unavailable(format!(
+                "unsupported scheme in {:?} (use unix:// or tcp://)",
+                self.host
+            )));
+        };
+        let docker = connected.map_err(|e| self.unavailable(e.to_string()))?;
+        *guard = Some(docker.clone());
+        Ok(docker)
+    }
+
+    fn unavailable(&self, reason: String) -> ExecError {
+        ExecError::Unavailable {
+            host: self.host.clone(),
+            reason,
+        }
+    }
+
+    /// Maps a bollard error, forgetting the client on connection failures.
+    fn map_err(&self, e: bollard::errors::Error) -> ExecError {
+        use bollard::errors::Error as B;
+        match e {
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => ExecError::Docker(format!("daemon answered {status_code}: {message}")),
+            other => {
+                *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.unavailable(other.to_string())
+            }
+        }
+    }
+
+    async fn remove(&self, docker: &Docker, id: &str) {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            link: false,
+        };
+        // A removal can race the daemon's own cleanup; retry briefly, then leave it to the
+        // next sweep (which runs at every start and shutdown).
+        for attempt in 0..5u32 {
+            match docker.remove_container(id, Some(opts)).await {
+                Ok(()) => return,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return,
+                Err(e) => {
+                    tracing::warn!(target: "vouch::executor", container = id, %e, attempt, "removing container failed");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        docker: Docker,
+        job_id: JobId,
+        spec: JobSpec,
+        input: Bytes,
+    ) -> Result<RunOutcome, ExecError> {
+        let l = &spec.limits;
+        let name = format!(
+            "vouch-{}-{:08x}",
+            &job_id.to_hex()[..12],
+            rand::random::<u32>()
+        );
+        let labels = HashMap::from([
+            ("vouch.managed".to_string(), "true".to_string()),
+            ("vouch.node".to_string(), self.node_label.clone()),
+            ("vouch.job".to_string(), job_id.to_hex()),
+        ]);
+        let host_config = HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,noexec,size={},mode=1777", l.tmpfs_bytes),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            pids_limit: Some(clamp_i64(l.pids)),
+            memory: Some(clamp_i64(l.memory_bytes)),
+            memory_swap: Some(clamp_i64(l.memory_bytes)),
+            nano_cpus: Some(clamp_i64(l.cpu_millis.saturating_mul(1_000_000))),
+            // Output travels over the attach stream only; the daemon keeps no log copy
+            // (a 1 GiB writer must not fill the operator's disk).
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ipc_mode: Some("private".into()),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let config = Config {
+            image: Some(spec.image.to_string()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.clone()),
+            user: Some(WORKLOAD_USER.to_string()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            network_disabled: Some(true),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: name.clone(),
+                    platform: None,
+                }),
+                config,
+            )
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => ExecError::ImageNotFound(spec.image.to_string()),
+                e => self.map_err(e),
+            })?;
+        let id = created.id;
+        let create = t0.elapsed();
+        let result = self.attach_start_wait(&docker, &id, &spec, input).await;
+        let t3 = Instant::now();
+        self.remove(&docker, &id).await;
+        let remove = t3.elapsed();
+        result.map(|outcome| match outcome {
+            RunOutcome::Exited {
+                exit_code,
+                stdout,
+                stderr,
+                timings,
+            } => RunOutcome::Exited {
+                exit_code,
+                stdout,
+                stderr,
+                timings: Timings {
+                    create,
+                    remove,
+                    ..timings
+                },
+            },
+            other => other,
+        })
+    }
+
+    async fn attach_start_wait(
+        &self,
+        docker: &Docker,
+        id: &str,
+        spec: &JobSpec,
+        input: Bytes,
+    ) -> Result<RunOutcome, ExecError> {
+        let l = &spec.limits;
+        let t1 = Instant::now();
+        let attach = docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions::<String> {
+                    stdin: Some(true),
+                    stdout: Some(true),
+                    stderr: Some(true),
+                    stream: Some(true),
+                    logs: Some(false),
+                    detach_keys: None,
+                }),
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut output = attach.output;
+        let mut stdin = attach.input;
+        docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let start = t1.elapsed();
+        let t2 = Instant::now();
+        // Feed stdin from its own task: a workload that never reads must not stall us.
+        let writer = tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        });
+
+        let cap = usize::try_from(l.output_bytes).unwrap_or(usize::MAX);
+        let mut stdout = BytesMut::new();
+        let mut stderr = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(l.timeout_ms);
+        let read = async {
+            while let Some(chunk) = output.next().await {
+                match chunk {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        if stdout.len() + message.len() > cap {
+                            return Err(LimitKind::Output);
+                        }
+                        stdout.extend_from_slice(&message);
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        let room = STDERR_CAP.saturating_sub(stderr.len());
+                        stderr.extend_from_slice(&message[..message.len().min(room)]);
+                    }
+                    Ok(LogOutput::StdIn { .. }) => {}
+                    // The stream breaking is the end of output; the wait below tells why.
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        };
+        let limit = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(())) => None,
+            Ok(Err(kind)) => Some(kind),
+            Err(_) => Some(LimitKind::Timeout),
+        };
+        writer.abort();
+        // Close the attach connection first: while the daemon still holds unread output
+        // for us it cannot finish the container's exit, and a kill would wait forever.
+        drop(output);
+        if let Some(kind) = limit {
+            self.kill(docker, id).await;
+            let detail = match kind {
+                LimitKind::Output => format!(
+                    "output limit exceeded: the workload wrote more than {} bytes to stdout",
+                    l.output_bytes
+                ),
+                LimitKind::Timeout => format!(
+                    "timeout: the workload ran longer than {} ms and was killed",
+                    l.timeout_ms
+                ),
+                LimitKind::Memory => unreachable_memory(),
+            };
+            return Ok(RunOutcome::LimitExceeded {
+                kind,
+                detail,
+                stderr: stderr.freeze(),
+            });
+        }
+        // Output ended: the process closed stdout/stderr, normally by exiting. Reap it,
+        // still under the deadline (it may have closed its streams and kept running).
+        let wait = async {
+            let mut waits = docker.wait_container(
+                id,
+                Some(WaitContainerOptions {
+                    condition: "not-running",
+                }),
+            );
+            match waits.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Ok(code)
+                }
+                Some(Err(e)) => Err(self.map_err(e)),
+                None => Err(ExecError::Docker(
+                    "wait stream ended without a status".into(),
+                )),
+            }
+        };
+        let code = match tokio::time::timeout_at(deadline, wait).await {
+            Ok(r) => r?,
+            Err(_) => {
+                self.kill(docker, id).await;
+                return Ok(RunOutcome::LimitExceeded {
+                    kind: LimitKind::Timeout,
+                    detail: format!(
+                        "timeout: the workload ran longer than {} ms and was killed",
+                        l.timeout_ms
+                    ),
+                    stderr: stderr.freeze(),
+                });
+            }
+        };
+        let oom = docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        if oom {
+            return Ok(RunOutcome::LimitExceeded {
+                kind: LimitKind::Memory,
+                detail: format!("memory limit exceeded: the workload used more than {} bytes and was killed by the kernel", l.memory_bytes),
+                stderr: stderr.freeze(),
+            });
+        }
+        let exit_code = i32::try_from(code).unwrap_or(i32::MIN);
+        Ok(RunOutcome::Exited {
+            exit_code,
+            stdout: stdout.freeze(),
+            stderr: stderr.freeze(),
+            timings: Timings {
+                start,
+                run: t2.elapsed(),
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn kill(&self, docker: &Docker, id: &str) {
+        if let Err(e) = docker
+            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+            .await
+        {
+            tracing::debug!(target: "vouch::executor", container = id, %e, "kill (may have exited already)");
+        }
+    }
+}
+
+fn unreachable_memory() -> String {
+    // The read loop never reports memory; the kernel does, through inspect.
+    "memory limit exceeded".into()
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Executor for DockerExecutor {
+    fn resolve_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Digest, ExecError>> {
+        Box::pin(async move {
+            let docker = self.client()?;
+            match docker.inspect_image(reference).await {
+                Ok(img) => img
+                    .id
+                    .as_deref()
+                    .ok_or_else(|| ExecError::Docker("image has no id".into()))?
+                    .parse::<Digest>()
+                    .map_err(|e| ExecError::Docker(format!("image id: {e}"))),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Err(ExecError::ImageNotFound(reference.to_string())),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400,
+                    message,
+                }) => Err(ExecError::ImageNotFound(format!("{reference} ({message})"))),
+                Err(e) => Err(self.map_err(e)),
+            }
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        job_id: JobId,
+        spec: &'a JobSpec,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
+        let spec = spec.clone();
+        Box::pin(async move {
+            let docker = self.client()?;
+            let this = DockerExecutor {
+                host: self.host.clone(),
+                node_label: self.node_label.clone(),
+                client: Mutex::new(Some(docker.clone())),
+            };
+            // Run the container's whole life in its own task: if the caller is dropped
+            // (shutdown, a cancelled request) the container is still killed and removed.
+            tokio::spawn(async move { this.run_inner(docker, job_id, spec, input).await })
+                .await
+                .map_err(|e| ExecError::Docker(format!("run task failed: {e}")))?
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            let docker = self.client()?;
+            docker.ping().await.map(|_| ()).map_err(|e| self.map_err(e))
+        })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async move {
+            let docker = self.client()?;
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![format!("vouch.node={}", self.node_label)],
+            )]);
+            let list = docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| self.map_err(e))?;
+            let mut n = 0;
+            for c in list {
+                if let Some(id) = c.id {
+                    self.remove(&docker, &id).await;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}
+
+/// An in-memory executor for tests of everything above the container layer. Images are
+/// registered by name; "running" one applies a pure function to the input.
+#[allow(missing_debug_implementations)]
+pub struct MemoryExecutor {
+    images: Mutex<HashMap<String, (Digest, fn(&[u8]) -> (i32, Vec<u8>))>>,
+    /// Artificial run time, to observe queued and running states.
+    pub delay: Duration,
+}
+
+impl MemoryExecutor {
+    /// An executor with no images.
+    pub fn new() -> Self {
+        MemoryExecutor {
+            images: Mutex::new(HashMap::new()),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Registers an image named `name` whose "workload" is `f`; returns its id.
+    pub fn add_image(&self, name: &str, f: fn(&[u8]) -> (i32, Vec<u8>)) -> Digest {
+        let id = Digest::of(name.as_bytes());
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        images.insert(name.to_string(), (id, f));
+        images.insert(id.to_string(), (id, f));
+        id
+    }
+}
+
+impl Default for MemoryExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Executor for MemoryExecutor {
+    fn resolve_image<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<Digest, ExecError>> {
+        let found = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reference)
+            .map(|x| x.0);
+        Box::pin(
+            async move { found.ok_or_else(|| ExecError::ImageNotFound(reference.to_string())) },
+        )
+    }
+
+    fn run<'a>(
+        &'a self,
+        _job_id: JobId,
+        spec: &'a JobSpec,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
+        let f = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&spec.image.to_string())
+            .map(|x| x.1);
+        let delay = self.delay;
+        let cap = spec.limits.output_bytes;
+        Box::pin(async move {
+            let f = f.ok_or_else(|| ExecError::ImageNotFound(spec.image.to_string()))?;
+            tokio::time::sleep(delay).await;
+            let (exit_code, out) = f(&input);
+            if out.len() as u64 > cap {
+                return Ok(RunOutcome::LimitExceeded {
+                    kind: LimitKind::Output,
+                    detail: format!("output limit exceeded: more than {cap} bytes"),
+                    stderr: Bytes::new(),
+                });
+            }
+            Ok(RunOutcome::Exited {
+                exit_code,
+                stdout: out.into(),
+                stderr: Bytes::new(),
+                timings: Timings::default(),
+            })
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async { Ok(0) })
+    }
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics an operator watches, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label for outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `succeeded`, `failed_timeout`, `failed_memory`, `failed_output`, `failed_docker`, …
+    pub outcome: String,
+}
+
+/// All node metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Jobs accepted by the API.
+    pub jobs_submitted: Counter,
+    /// Jobs finished, by outcome.
+    pub jobs_finished: Family<OutcomeLabel, Counter>,
+    /// Jobs running now.
+    pub jobs_running: Gauge,
+    /// Jobs queued now.
+    pub jobs_queued: Gauge,
+    /// Receipts signed (new signatures only).
+    pub receipts_signed: Counter,
+    /// Signatures refused by signing protection.
+    pub signing_refused: Counter,
+    /// Wall time of a job from container create to removal.
+    pub job_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vouch");
+        let m = Metrics {
+            jobs_submitted: Counter::default(),
+            jobs_finished: Family::default(),
+            jobs_running: Gauge::default(),
+            jobs_queued: Gauge::default(),
+            receipts_signed: Counter::default(),
+            signing_refused: Counter::default(),
+            job_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "jobs_submitted",
+            "Jobs accepted by the API",
+            m.jobs_submitted.clone(),
+        );
+        registry.register(
+            "jobs_finished",
+            "Jobs finished, by outcome",
+            m.jobs_finished.clone(),
+        );
+        registry.register(
+            "jobs_running",
+            "Jobs whose container is running",
+            m.jobs_running.clone(),
+        );
+        registry.register(
+            "jobs_queued",
+            "Jobs waiting for a slot",
+            m.jobs_queued.clone(),
+        );
+        registry.register(
+            "receipts_signed",
+            "Receipts signed",
+            m.receipts_signed.clone(),
+        );
+        registry.register(
+            "signing_refused",
+            "Signatures refused by signing protection",
+            m.signing_refused.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Time from container create to removal",
+            m.job_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a finished job.
+    pub fn finished(&self, outcome: &str) {
+        self.jobs_finished
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,486 @@
+//! The job service: accepts jobs, queues them (bounded), runs them through the
+//! [`Executor`] under a concurrency limit, signs results through the [`SigningStore`], and
+//! persists every step in the [`JobStore`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use vouch_proto::{Amount, Determinism, Digest, JobId, JobSpec, Limits, Root32};
+
+use crate::config::Config;
+use crate::error::{ExecError, SignError};
+use crate::executor::{Executor, LimitKind, RunOutcome};
+use crate::metrics::Metrics;
+use crate::signer::{Fresh, ResultBody, SigningStore};
+use crate::store::{Inserted, JobRecord, JobStatus, JobStore};
+
+/// A job as a client asks for it, before the node fills in defaults and resolves the image.
+#[derive(Debug, Clone, Default)]
+pub struct JobRequest {
+    /// Image tag or id.
+    pub image: String,
+    /// Arguments.
+    pub command: Vec<String>,
+    /// Environment, any order.
+    pub env: Vec<(String, String)>,
+    /// Input bytes.
+    pub input: Vec<u8>,
+    /// Per-job limits; each may only be at or below the node's.
+    pub limits: PartialLimits,
+    /// Determinism mode.
+    pub determinism: Determinism,
+    /// Declared value at risk.
+    pub value_at_risk: Amount,
+    /// Replicas.
+    pub replicas: u32,
+    /// Client nonce.
+    pub nonce: String,
+}
+
+/// Limits a client may set; unset ones take the node's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct PartialLimits {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub output_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub tmpfs_bytes: Option<u64>,
+}
+
+impl PartialLimits {
+    fn fill(&self, d: &Limits) -> Limits {
+        Limits {
+            cpu_millis: self.cpu_millis.unwrap_or(d.cpu_millis),
+            memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
+            output_bytes: self.output_bytes.unwrap_or(d.output_bytes),
+            pids: self.pids.unwrap_or(d.pids),
+            timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
+            tmpfs_bytes: self.tmpfs_bytes.unwrap_or(d.tmpfs_bytes),
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The request is well-formed but not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image is not on this node.
+    #[error(transparent)]
+    ImageNotFound(ExecError),
+    /// Docker cannot be reached right now.
+    #[error(transparent)]
+    Unavailable(ExecError),
+    /// The queue is full.
+    #[error("the job queue is full ({0} jobs waiting); retry later")]
+    QueueFull(usize),
+    /// Something internal failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What a successful submission produced.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: JobId,
+    /// The spec the id commits to.
+    pub spec: JobSpec,
+    /// Whether it is new, known, or re-queued.
+    pub inserted: Inserted,
+}
+
+/// The running job service.
+#[allow(missing_debug_implementations)]
+pub struct Node {
+    /// Configuration it runs with.
+    pub config: Config,
+    /// Job database.
+    pub store: Arc<JobStore>,
+    /// Signing protection and key.
+    pub signer: Arc<SigningStore>,
+    /// Where jobs run.
+    pub executor: Arc<dyn Executor>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    queue: mpsc::Sender<JobId>,
+    changed: watch::Sender<u64>,
+}
+
+/// The receiving end of the queue, run by [`Worker::run`].
+#[allow(missing_debug_implementations)]
+pub struct Worker {
+    node: Arc<Node>,
+    queue: mpsc::Receiver<JobId>,
+}
+
+impl Node {
+    /// Builds the service and its worker. Call [`Node::recover`] before serving, and run
+    /// the worker.
+    pub fn new(
+        config: Config,
+        store: Arc<JobStore>,
+        signer: Arc<SigningStore>,
+        executor: Arc<dyn Executor>,
+    ) -> (Arc<Node>, Worker) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (changed, _) = watch::channel(0);
+        let node = Arc::new(Node {
+            config,
+            store,
+            signer,
+            executor,
+            metrics: Arc::new(Metrics::new()),
+            queue: tx,
+            changed,
+        });
+        (node.clone(), Worker { node, queue: rx })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&JobStore) -> rusqlite::Result<T> + Send + 'static,
+    ) -> rusqlite::Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| {
+                Err(rusqlite::Error::InvalidParameterName(format!(
+                    "database task failed: {e}"
+                )))
+            })
+    }
+
+    /// Re-queues what a previous run left queued or running. A job interrupted
+    /// `max_attempts` times is failed instead of being started again.
+    pub async fn recover(self: &Arc<Self>) -> rusqlite::Result<usize> {
+        let pending = self
+            .blocking(|s| s.with_status(&[JobStatus::Running, JobStatus::Queued]))
+            .await?;
+        let mut requeued = 0;
+        for job in pending {
+            let id = job.job_id;
+            if job.status == JobStatus::Running {
+                if job.attempts >= self.config.max_attempts {
+                    let reason = format!(
+                        "the node stopped while running this job {} times; giving up",
+                        job.attempts
+                    );
+                    self.blocking(move |s| s.mark_failed(&id, &reason, b""))
+                        .await?;
+                    self.metrics.finished("failed_interrupted");
+                    continue;
+                }
+                self.blocking(move |s| s.mark_queued(&id)).await?;
+            }
+            tracing::info!(target: "vouch::jobs", job_id = %id, "re-queued after restart");
+            let queue = self.queue.clone();
+            self.metrics.jobs_queued.inc();
+            // The queue may be smaller than the backlog; the worker drains it meanwhile.
+            tokio::spawn(async move {
+                let _ = queue.send(id).await;
+            });
+            requeued += 1;
+        }
+        Ok(requeued)
+    }
+
+    /// Validates, resolves and persists a job, then queues it.
+    pub async fn submit(&self, req: JobRequest) -> Result<Submitted, SubmitError> {
+        let invalid = |m: String| Err(SubmitError::Invalid(m));
+        if req.image.is_empty()
+            || req.image.len() > 512
+            || req
+                .image
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid("image must be a tag or id (1..512 characters, no whitespace)".into());
+        }
+        if req.replicas > 1 {
+            return invalid(format!(
+                "replicas = {} needs the peer-to-peer network, which this node does not run yet; use replicas = 1",
+                req.replicas
+            ));
+        }
+        let max = &self.config.limits;
+        let limits = req.limits.fill(max);
+        if let Err(e) = limits.validate() {
+            return invalid(e.to_string());
+        }
+        if let Some((name, v, m)) = limits.first_above(max) {
+            return invalid(format!(
+                "limits.{name} = {v} is above this node's maximum of {m}"
+            ));
+        }
+        let mut env: Vec<String> = Vec::with_capacity(req.env.len());
+        let mut pairs = req.env.clone();
+        pairs.sort();
+        for (k, v) in pairs {
+            env.push(format!("{k}={v}"));
+        }
+        let image = self
+            .executor
+            .resolve_image(&req.image)
+            .await
+            .map_err(|e| match e {
+                ExecError::ImageNotFound(_) => SubmitError::ImageNotFound(e),
+                ExecError::Unavailable { .. } => SubmitError::Unavailable(e),
+                other => SubmitError::Internal(other.to_string()),
+            })?;
+        let spec = JobSpec {
+            image,
+            command: req.command,
+            env,
+            input_digest: Digest::of(&req.input),
+            limits,
+            determinism: req.determinism,
+            value_at_risk: req.value_at_risk,
+            replicas: req.replicas.max(1),
+            nonce: req.nonce,
+        };
+        let job_id = spec
+            .job_id()
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let permit = match self.queue.try_reserve() {
+            Ok(p) => Some(p),
+            Err(mpsc::error::TrySendError::Full(())) => None,
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                return Err(SubmitError::Internal("the node is shutting down".into()))
+            }
+        };
+        let (spec2, input) = (spec.clone(), req.input);
+        let inserted = self
+            .blocking(move |s| s.insert(&job_id, &spec2, &input))
+            .await
+            .map_err(|e| SubmitError::Internal(e.to_string()))?;
+        match inserted {
+            Inserted::Exists(_) => {}
+            Inserted::New | Inserted::Requeued => match permit {
+                Some(p) => {
+                    self.metrics.jobs_submitted.inc();
+                    self.metrics.jobs_queued.inc();
+                    p.send(job_id);
+                    self.notify();
+                }
+                None => {
+                    let _ = self
+                        .blocking(move |s| {
+                            s.mark_failed(&job_id, "the job queue was full; resubmit", b"")
+                        })
+                        .await;
+                    if inserted == Inserted::New {
+                        let _ = self.blocking(move |s| s.forget_queued(&job_id)).await;
+                    }
+                    return Err(SubmitError::QueueFull(self.config.queue_capacity));
+                }
+            },
+        }
+        Ok(Submitted {
+            job_id,
+            spec,
+            inserted,
+        })
+    }
+
+    /// The job's record, waiting up to `wait` for it to reach a final state.
+    pub async fn get(&self, job_id: JobId, wait: Duration) -> rusqlite::Result<Option<JobRecord>> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let rec = self.blocking(move |s| s.get(&job_id)).await?;
+            match &rec {
+                Some(r) if !r.status.is_final() && tokio::time::Instant::now() < deadline => {
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return self.blocking(move |s| s.get(&job_id)).await;
+                    }
+                }
+                _ => return Ok(rec),
+            }
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    async fn process(self: Arc<Self>, job_id: JobId) {
+        self.metrics.jobs_queued.dec();
+        let rec = match self.blocking(move |s| s.get(&job_id)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(target: "vouch::jobs", %job_id, %e, "cannot read job");
+                return;
+            }
+        };
+        if rec.status.is_final() {
+            return;
+        }
+        let input = match self
+            .blocking(move |s| {
+                s.mark_running(&job_id)?;
+                s.input(&job_id)
+            })
+            .await
+        {
+            Ok(i) => Bytes::from(i.unwrap_or_default()),
+            Err(e) => {
+                tracing::error!(target: "vouch::jobs", %job_id, %e, "cannot start job");
+                return;
+            }
+        };
+        self.notify();
+        self.metrics.jobs_running.inc();
+        let started = std::time::Instant::now();
+        let outcome = self.executor.run(job_id, &rec.spec, input).await;
+        self.metrics
+            .job_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.jobs_running.dec();
+        let result = self.finish(job_id, &rec.spec, outcome).await;
+        if let Err(e) = result {
+            tracing::error!(target: "vouch::jobs", %job_id, %e, "cannot record job result");
+        }
+        self.notify();
+    }
+
+    async fn finish(
+        &self,
+        job_id: JobId,
+        spec: &JobSpec,
+        outcome: Result<RunOutcome, ExecError>,
+    ) -> rusqlite::Result<()> {
+        match outcome {
+            Ok(RunOutcome::Exited {
+                exit_code,
+                stdout,
+                stderr,
+                ..
+            }) => {
+                let body = ResultBody {
+                    job_id,
+                    image: spec.image,
+                    input_digest: spec.input_digest,
+                    output_digest: Digest::of(&stdout),
+                    output_len: stdout.len() as u64,
+                    exit_code,
+                    trace_root: Root32::default(),
+                    trace_len: 0,
+                };
+                let signer = self.signer.clone();
+                let signed = tokio::task::spawn_blocking(move || signer.sign_result(&body))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SignError::Import(format!("signing task failed: {e}")))
+                    });
+                match signed {
+                    Ok((receipt, fresh)) => {
+                        if fresh == Fresh::New {
+                            self.metrics.receipts_signed.inc();
+                        }
+                        tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
+                        self.metrics.finished("succeeded");
+                        self.blocking(move |s| {
+                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &receipt)
+                        })
+                        .await
+                    }
+                    Err(e) => {
+                        self.metrics.signing_refused.inc();
+                        self.metrics.finished("failed_signing");
+                        tracing::warn!(target: "vouch::jobs", %job_id, %e, "signing refused");
+                        let reason = e.to_string();
+                        self.blocking(move |s| s.mark_failed(&job_id, &reason, &stderr))
+                            .await
+                    }
+                }
+            }
+            Ok(RunOutcome::LimitExceeded {
+                kind,
+                detail,
+                stderr,
+            }) => {
+                let outcome = match kind {
+                    LimitKind::Timeout => "failed_timeout",
+                    LimitKind::Memory => "failed_memory",
+                    LimitKind::Output => "failed_output",
+                };
+                self.metrics.finished(outcome);
+                tracing::info!(target: "vouch::jobs", %job_id, %detail, "job failed: limit exceeded");
+                self.blocking(move |s| s.mark_failed(&job_id, &detail, &stderr))
+                    .await
+            }
+            Err(e) => {
+                self.metrics.finished("failed_infrastructure");
+                tracing::warn!(target: "vouch::jobs", %job_id, %e, "job could not be run");
+                let reason = e.to_string();
+                self.blocking(move |s| s.mark_failed(&job_id, &reason, b""))
+                    .await
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Runs queued jobs, at most `max_concurrent_jobs` at once, until `shutdown` resolves;
+    /// then waits up to `shutdown_grace_ms` for running jobs and abandons the rest (their
+    /// containers are removed by the executor's own task and by the next sweep; the jobs
+    /// are re-run on the next start).
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(self.node.config.max_concurrent_jobs));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let job_id = tokio::select! {
+                _ = &mut shutdown => break,
+                j = self.queue.recv() => match j { Some(j) => j, None => break },
+            };
+            let node = self.node.clone();
+            let span = tracing::info_span!("job", job_id = %job_id);
+            running.spawn(
+                async move {
+                    node.process(job_id).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+            while running.try_join_next().is_some() {}
+        }
+        let grace = Duration::from_millis(self.node.config.shutdown_grace_ms);
+        if !running.is_empty() {
+            tracing::info!(target: "vouch::jobs", running = running.len(), ?grace, "waiting for running jobs");
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(target: "vouch::jobs", "shutdown grace over; abandoning running jobs (they re-run on restart)");
+            running.abort_all();
+        }
+        // Bounded too: shutdown must finish even if the daemon does not answer.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(10), self.node.executor.sweep()).await
+        {
+            if n > 0 {
+                tracing::info!(target: "vouch::executor", removed = n, "removed leftover containers");
+            }
+        }
+    }
+}

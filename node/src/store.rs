@@ -1,0 +1,349 @@
+//! The job database: every accepted job, its input, state, output and receipt, so that
+//! jobs survive restarts. Signing history lives apart, in [`crate::signer`].
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+use vouch_proto::{JobId, JobSpec, SignedReceipt};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// Its container is running.
+    Running,
+    /// It ran to completion (any exit code) and its receipt is signed.
+    Succeeded,
+    /// It broke a limit, or could not be run or signed; `reason` says which.
+    Failed,
+}
+
+impl JobStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job will not change any more (unless resubmitted after a failure).
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+/// One job as stored, without its input and output bytes.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// The job id.
+    pub job_id: JobId,
+    /// The spec it was accepted with.
+    pub spec: JobSpec,
+    /// Its state.
+    pub status: JobStatus,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Exit code, once it ran.
+    pub exit_code: Option<i32>,
+    /// Output length, once it ran.
+    pub output_len: Option<u64>,
+    /// The signed receipt, once succeeded.
+    pub receipt: Option<SignedReceipt>,
+    /// How many times it was started.
+    pub attempts: u32,
+    /// When it was accepted (ms since epoch).
+    pub created_at_ms: u64,
+    /// When it last changed (ms since epoch).
+    pub updated_at_ms: u64,
+}
+
+/// What [`JobStore::insert`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new job.
+    New,
+    /// The job already existed and is queued, running or succeeded: nothing changed.
+    Exists(JobStatus),
+    /// The job existed and had failed: it is queued again.
+    Requeued,
+}
+
+/// SQLite-backed job store.
+#[derive(Debug)]
+pub struct JobStore {
+    conn: Mutex<Connection>,
+}
+
+impl JobStore {
+    /// Opens (creating, migrating) the job database at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> rusqlite::Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> rusqlite::Result<Self> {
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A job lost in a crash is at worst re-run; the signing history (FULL) is what
+        // keeps a re-run from signing a second, different result.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < 1 {
+            conn.execute_batch(
+                "BEGIN EXCLUSIVE;
+                 CREATE TABLE IF NOT EXISTS jobs (
+                     job_id        BLOB PRIMARY KEY CHECK (length(job_id) = 32),
+                     spec          TEXT NOT NULL,
+                     input         BLOB NOT NULL,
+                     status        TEXT NOT NULL,
+                     reason        TEXT,
+                     exit_code     INTEGER,
+                     output        BLOB,
+                     stderr        BLOB,
+                     receipt       BLOB,
+                     attempts      INTEGER NOT NULL DEFAULT 0,
+                     created_at_ms INTEGER NOT NULL,
+                     updated_at_ms INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        } else if version > SCHEMA_VERSION {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "job database schema {version} is newer than this vouch-node ({SCHEMA_VERSION})"
+            )));
+        }
+        Ok(JobStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a new job as queued; an existing failed job is queued again.
+    pub fn insert(
+        &self,
+        job_id: &JobId,
+        spec: &JobSpec,
+        input: &[u8],
+    ) -> rusqlite::Result<Inserted> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT status FROM jobs WHERE job_id = ?1",
+                [job_id.0.to_vec()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let now = now_ms() as i64;
+        let result = match existing.as_deref().and_then(JobStatus::parse) {
+            None => {
+                let spec_json = serde_json::to_string(spec)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                tx.execute(
+                    "INSERT INTO jobs(job_id, spec, input, status, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+                    params![job_id.0.to_vec(), spec_json, input, now],
+                )?;
+                Inserted::New
+            }
+            Some(JobStatus::Failed) => {
+                tx.execute(
+                    "UPDATE jobs SET status = 'queued', reason = NULL, updated_at_ms = ?2 WHERE job_id = ?1",
+                    params![job_id.0.to_vec(), now],
+                )?;
+                Inserted::Requeued
+            }
+            Some(s) => Inserted::Exists(s),
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Removes a job that was inserted but could not be queued.
+    pub fn forget_queued(&self, job_id: &JobId) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "DELETE FROM jobs WHERE job_id = ?1 AND status = 'queued' AND attempts = 0",
+            [job_id.0.to_vec()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a job running and counts the attempt.
+    pub fn mark_running(&self, job_id: &JobId) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at_ms = ?2 WHERE job_id = ?1",
+            params![job_id.0.to_vec(), now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records a signed result.
+    pub fn mark_succeeded(
+        &self,
+        job_id: &JobId,
+        exit_code: i32,
+        output: &[u8],
+        stderr: &[u8],
+        receipt: &SignedReceipt,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, updated_at_ms = ?6 WHERE job_id = ?1",
+            params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failure and its reason.
+    pub fn mark_failed(&self, job_id: &JobId, reason: &str, stderr: &[u8]) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'failed', reason = ?2, stderr = ?3, updated_at_ms = ?4 WHERE job_id = ?1",
+            params![job_id.0.to_vec(), reason, stderr, now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a running job back in the queue (after a restart).
+    pub fn mark_queued(&self, job_id: &JobId) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET status = 'queued', updated_at_ms = ?2 WHERE job_id = ?1",
+            params![job_id.0.to_vec(), now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// One job.
+    pub fn get(&self, job_id: &JobId) -> rusqlite::Result<Option<JobRecord>> {
+        self.conn()
+            .query_row(
+                "SELECT job_id, spec, status, reason, exit_code, length(output), receipt, attempts, created_at_ms, updated_at_ms FROM jobs WHERE job_id = ?1",
+                [job_id.0.to_vec()],
+                row_to_record,
+            )
+            .optional()
+    }
+
+    /// Jobs in the given states, oldest first.
+    pub fn with_status(&self, statuses: &[JobStatus]) -> rusqlite::Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut out = vec![];
+        let mut stmt = conn.prepare(
+            "SELECT job_id, spec, status, reason, exit_code, length(output), receipt, attempts, created_at_ms, updated_at_ms FROM jobs WHERE status = ?1 ORDER BY created_at_ms",
+        )?;
+        for s in statuses {
+            for r in stmt.query_map([s.as_str()], row_to_record)? {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Input bytes of a job.
+    pub fn input(&self, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.blob("input", job_id)
+    }
+
+    /// Output bytes of a job that ran.
+    pub fn output(&self, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.blob("output", job_id)
+    }
+
+    /// Captured stderr (capped) of a job that ran.
+    pub fn stderr(&self, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.blob("stderr", job_id)
+    }
+
+    fn blob(&self, column: &str, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
+        // `column` is one of three literals above, never user input.
+        let sql = format!("SELECT {column} FROM jobs WHERE job_id = ?1");
+        self.conn()
+            .query_row(&sql, [job_id.0.to_vec()], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// Number of jobs in each state.
+    pub fn counts(&self) -> rusqlite::Result<Vec<(JobStatus, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = vec![];
+        for r in rows {
+            let (s, n) = r?;
+            if let Some(s) = JobStatus::parse(&s) {
+                out.push((s, n as u64));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let conv = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, e.into())
+    };
+    let id: Vec<u8> = r.get(0)?;
+    let job_id = JobId(
+        id.as_slice()
+            .try_into()
+            .map_err(|_| conv(0, "job id length".into()))?,
+    );
+    let spec_json: String = r.get(1)?;
+    let spec = JobSpec::from_json(spec_json.as_bytes()).map_err(|e| conv(1, e.to_string()))?;
+    let status: String = r.get(2)?;
+    let status = JobStatus::parse(&status).ok_or_else(|| conv(2, format!("status {status}")))?;
+    let receipt: Option<Vec<u8>> = r.get(6)?;
+    let receipt = receipt
+        .map(|b| SignedReceipt::decode(&b))
+        .transpose()
+        .map_err(|e| conv(6, e.to_string()))?;
+    Ok(JobRecord {
+        job_id,
+        spec,
+        status,
+        reason: r.get(3)?,
+        exit_code: r.get(4)?,
+        output_len: r.get::<_, Option<i64>>(5)?.map(|n| n as u64),
+        receipt,
+        attempts: r.get::<_, i64>(7)? as u32,
+        created_at_ms: r.get::<_, i64>(8)? as u64,
+        updated_at_ms: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,57 @@
+//! `vouch-proto`: the bytes of the Vouch protocol.
+//!
+//! Everything that is hashed or signed lives here, and nothing else does: job specs and
+//! their ids ([`JobSpec::job_id`]), receipts in their fixed 260-byte layout
+//! ([`Receipt::encode`]), domain-separated signing roots ([`Receipt::signing_root`]) and
+//! ed25519 verification ([`SignedReceipt::verify`]). `proto/SPEC.md` is the normative text;
+//! `proto/testdata/vectors.json` holds test vectors that `tests/vectors.rs` checks.
+//!
+//! The crate has no I/O and spawns no tasks. Signing itself is not here: an operator signs
+//! only through the node's signing-protection store, which checks its history first.
+//!
+//! ```
+//! use vouch_proto::{Digest, JobSpec, Limits, Determinism, Amount};
+//! let spec = JobSpec {
+//!     image: Digest::of(b"an image config"),
+//!     command: vec![],
+//!     env: vec![],
+//!     input_digest: Digest::of(b"hello"),
+//!     limits: Limits { cpu_millis: 1000, memory_bytes: 64 << 20, output_bytes: 1 << 20,
+//!                      pids: 64, timeout_ms: 10_000, tmpfs_bytes: 16 << 20 },
+//!     determinism: Determinism::Deterministic,
+//!     value_at_risk: Amount(0),
+//!     replicas: 1,
+//!     nonce: String::new(),
+//! };
+//! let id = spec.job_id().unwrap();
+//! assert_eq!(id.to_hex().len(), 64);
+//! ```
+
+mod canonical;
+mod digest;
+mod error;
+mod job;
+mod receipt;
+
+pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
+pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
+pub use error::ProtoError;
+pub use job::{
+    valid_env_key, Amount, Determinism, JobSpec, Limits, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV,
+    MAX_NONCE_BYTES, MAX_REPLICAS, MAX_SPEC_BYTES,
+};
+pub use receipt::{
+    verify_root, Receipt, ReceiptJson, SignedReceipt, RECEIPT_LEN, SIGNATURE_LEN,
+    SIGNED_RECEIPT_LEN,
+};
+
+/// Domain tags: every hashed or signed message type starts with its own tag, so bytes
+/// signed as one type can never be read as another.
+pub mod tags {
+    /// Prefix of the job-id hash.
+    pub const JOB: &[u8] = b"vouch/job/v1";
+    /// Prefix of a receipt's signing root.
+    pub const RECEIPT: &[u8] = b"vouch/receipt/v1";
+    /// Prefix of the hash that turns a network name into a network id.
+    pub const NETWORK: &[u8] = b"vouch/network/v1";
+}
