@@ -1,0 +1,161 @@
+//! Helpers shared by the tests that need a real Docker engine.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use vouch_node::config::Config;
+use vouch_node::executor::{DockerExecutor, Executor};
+use vouch_node::node::Node;
+use vouch_node::signer::SigningStore;
+use vouch_node::store::JobStore;
+
+/// Images the tests use; `images/build.sh` builds them.
+pub const IMAGES: &[&str] = &[
+    "vouch/wc:dev",
+    "vouch/probe:dev",
+    "vouch/exit:dev",
+    "vouch/sleep:dev",
+];
+
+/// True when Docker answers. Without Docker the test is skipped — except under CI=true,
+/// where a missing Docker is a failure, not a skip.
+pub async fn docker_available() -> bool {
+    let exec = DockerExecutor::new(DockerExecutor::default_host(), "vouch-test-probe");
+    match exec.health().await {
+        Ok(()) => {
+            for image in IMAGES {
+                if exec.resolve_image(image).await.is_err() {
+                    panic!("image {image} is missing: run images/build.sh first");
+                }
+            }
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but Docker is unavailable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (no Docker; CI=true makes this a failure): {e}");
+            false
+        }
+    }
+}
+
+/// A node served on a loopback port by this process.
+pub struct TestNode {
+    pub url: String,
+    pub label: String,
+    pub dir: tempfile::TempDir,
+    pub operator: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestNode {
+    pub async fn start(mutate: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.shutdown_grace_ms = 2000;
+        mutate(&mut config);
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let signer =
+            SigningStore::open(&dir.path().join("signing.sqlite"), key, config.network_id())
+                .unwrap();
+        let operator = signer.operator().to_hex();
+        let label = format!("test-{}", &hex::encode(rand::random::<[u8; 6]>()));
+        let exec = DockerExecutor::new(config.docker_endpoint(), label.clone());
+        let store = JobStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (node, worker) = Node::new(config, Arc::new(store), Arc::new(signer), Arc::new(exec));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            vouch_node::serve(node, worker, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestNode {
+            url,
+            label,
+            dir,
+            operator,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Submits and returns (status, body).
+pub async fn submit(url: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{url}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Waits until the job is final and returns its JSON.
+pub async fn wait(url: &str, id: &str) -> Value {
+    for _ in 0..20 {
+        let v: Value = client()
+            .get(format!("{url}/v1/jobs/{id}?wait_ms=10000"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "succeeded" || v["status"] == "failed" {
+            return v;
+        }
+    }
+    panic!("job {id} did not finish");
+}
+
+/// Submits, waits, returns the final job JSON.
+pub async fn run_job(url: &str, body: Value) -> Value {
+    let (status, v) = submit(url, body).await;
+    assert!(status == 202 || status == 200, "submit: {status} {v}");
+    wait(url, v["job_id"].as_str().unwrap()).await
+}
+
+/// Containers (any state) carrying this node's label.
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=vouch.node={label}"),
+        ])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
