@@ -338,7 +338,7 @@ impl DockerExecutor {
                 match chunk {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
                         if stdout.len() + message.len() > cap {
-                            return Err(LimitKind::Output);
+                            return Err(Stop::Limit(LimitKind::Output));
                         }
                         stdout.extend_from_slice(&message);
                     }
@@ -347,15 +347,21 @@ impl DockerExecutor {
                         stderr.extend_from_slice(&message[..message.len().min(room)]);
                     }
                     Ok(LogOutput::StdIn { .. }) => {}
-                    // The stream breaking is the end of output; the wait below tells why.
-                    Err(_) => break,
+                    // A broken stream may have lost output: never sign what was collected.
+                    Err(e) => return Err(Stop::Broken(e.to_string())),
                 }
             }
             Ok(())
         };
         let limit = match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(())) => None,
-            Ok(Err(kind)) => Some(kind),
+            Ok(Err(Stop::Limit(kind))) => Some(kind),
+            Ok(Err(Stop::Broken(e))) => {
+                writer.abort();
+                drop(output);
+                self.kill(docker, id).await;
+                return Err(ExecError::Docker(format!("the output stream from the container broke ({e}); no receipt is signed for possibly incomplete output")));
+            }
             Err(_) => Some(LimitKind::Timeout),
         };
         writer.abort();
@@ -415,17 +421,33 @@ impl DockerExecutor {
                 });
             }
         };
-        let oom = docker
-            .inspect_container(id, None)
-            .await
-            .ok()
-            .and_then(|i| i.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false);
-        if oom {
+        // The daemon may record the OOM kill a moment after the exit: look again before
+        // deciding a SIGKILL was not the kernel's.
+        let mut oom = false;
+        for attempt in 0..5u64 {
+            oom = docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|i| i.state)
+                .and_then(|s| s.oom_killed)
+                .unwrap_or(false);
+            if oom || code != 137 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+        }
+        if oom || code == 137 {
+            // 137 = SIGKILL, which nothing but the kernel sends inside the sandbox. A run cut
+            // short by memory pressure is not a reproducible result, so it is never signed.
+            let detail = if oom {
+                format!("memory limit exceeded: the workload used more than {} bytes and was killed by the kernel", l.memory_bytes)
+            } else {
+                format!("memory limit exceeded (most likely): the workload was killed by SIGKILL (exit 137) under a memory limit of {} bytes", l.memory_bytes)
+            };
             return Ok(RunOutcome::LimitExceeded {
                 kind: LimitKind::Memory,
-                detail: format!("memory limit exceeded: the workload used more than {} bytes and was killed by the kernel", l.memory_bytes),
+                detail,
                 stderr: stderr.freeze(),
             });
         }
@@ -450,6 +472,12 @@ impl DockerExecutor {
             tracing::debug!(target: "vouch::executor", container = id, %e, "kill (may have exited already)");
         }
     }
+}
+
+/// Why reading a container's output stopped early.
+enum Stop {
+    Limit(LimitKind),
+    Broken(String),
 }
 
 fn unreachable_memory() -> String {

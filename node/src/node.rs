@@ -205,6 +205,9 @@ impl Node {
         {
             return invalid("image must be a tag or id (1..512 characters, no whitespace)".into());
         }
+        if req.replicas == 0 {
+            return invalid("replicas must be at least 1".into());
+        }
         if req.replicas > 1 {
             return invalid(format!(
                 "replicas = {} needs the peer-to-peer network, which this node does not run yet; use replicas = 1",

@@ -223,10 +223,18 @@ impl JobSpec {
         to_canonical_bytes(&value)
     }
 
-    /// `SHA-256("vouch/job/v1" ‖ canonical_bytes)`. Validates first.
+    /// `SHA-256("vouch/job/v1" ‖ canonical_bytes)`. Validates first, including that the
+    /// canonical form fits in [`MAX_SPEC_BYTES`], so every spec with an id also decodes.
     pub fn job_id(&self) -> Result<JobId, ProtoError> {
         self.validate()?;
         let bytes = self.canonical_bytes()?;
+        if bytes.len() > MAX_SPEC_BYTES {
+            return Err(ProtoError::TooLarge {
+                what: "job spec",
+                limit: MAX_SPEC_BYTES,
+                got: bytes.len(),
+            });
+        }
         let mut h = Sha256::new();
         h.update(tags::JOB);
         h.update(&bytes);
