@@ -225,7 +225,7 @@ async fn auth(State(keys): State<Arc<Vec<[u8; 32]>>>, req: Request, next: Next) 
             "this node requires an API key: send `Authorization: Bearer <key>`",
         )
         .into_response(),
-        Some(h) if keys.iter().any(|k| *k == h) => next.run(req).await,
+        Some(h) if keys.contains(&h) => next.run(req).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",

@@ -568,11 +568,14 @@ impl Executor for DockerExecutor {
     }
 }
 
+/// A pure function standing in for a workload: input → (exit code, output).
+pub type Workload = fn(&[u8]) -> (i32, Vec<u8>);
+
 /// An in-memory executor for tests of everything above the container layer. Images are
 /// registered by name; "running" one applies a pure function to the input.
 #[allow(missing_debug_implementations)]
 pub struct MemoryExecutor {
-    images: Mutex<HashMap<String, (Digest, fn(&[u8]) -> (i32, Vec<u8>))>>,
+    images: Mutex<HashMap<String, (Digest, Workload)>>,
     /// Artificial run time, to observe queued and running states.
     pub delay: Duration,
 }

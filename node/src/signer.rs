@@ -454,7 +454,8 @@ fn stored_for_job(
     tx: &rusqlite::Transaction<'_>,
     job_id: &JobId,
 ) -> Result<Option<Stored>, SignError> {
-    let row: Option<(Option<Vec<u8>>, Vec<u8>, Option<Vec<u8>>, i64)> = tx
+    type Row = (Option<Vec<u8>>, Vec<u8>, Option<Vec<u8>>, i64);
+    let row: Option<Row> = tx
         .query_row(
             "SELECT receipt, signing_root, signature, sequence FROM signed_receipts WHERE job_id = ?1",
             [job_id.0.to_vec()],

@@ -1,6 +1,8 @@
 //! The HTTP API through `router().oneshot(…)`, with the in-memory executor (no Docker):
 //! the happy path, idempotency, auth, and every kind of bad input.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 use std::sync::Arc;
 
 use axum::body::Body;

@@ -1,6 +1,8 @@
 //! The real `vouch-node` binary, killed with SIGKILL mid-job and restarted: jobs are re-run,
 //! nothing is signed twice with different results, and nothing is left behind.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 mod common;
 
 use std::path::Path;

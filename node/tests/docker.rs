@@ -1,6 +1,8 @@
 //! End to end against the real Docker engine: receipts that verify independently, the
 //! sandbox, hostile workloads, and a Docker daemon that goes away and comes back.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 mod common;
 
 use std::time::{Duration, Instant};

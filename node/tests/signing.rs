@@ -2,6 +2,8 @@
 //! "exactly one wins" race between independent stores (connections) on one file, and the
 //! EIP-3076-style export/import.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 use std::sync::{Arc, Barrier};
 
 use ed25519_dalek::SigningKey;

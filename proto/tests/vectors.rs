@@ -4,6 +4,8 @@
 //! Regenerate (only when SPEC.md changes on purpose) with
 //! `VOUCH_REGENERATE_VECTORS=1 cargo test -p vouch-proto --test vectors`.
 
+#![allow(clippy::unwrap_used)]
+
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use vouch_proto::*;

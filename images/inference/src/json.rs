@@ -28,7 +28,8 @@ pub fn push_string(out: &mut String, s: &str) {
 }
 
 /// `s` as an RFC 8785 string.
-pub fn string(s: &str) -> String {
+#[cfg(test)]
+fn string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     push_string(&mut out, s);
     out
@@ -36,7 +37,7 @@ pub fn string(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::string;
 
     #[test]
     fn escapes_like_rfc8785() {

@@ -5,7 +5,9 @@
 //! The corpus is split into documents at blank lines. Each document is counted as the
 //! token sequence `<assistant> text <end>`, so the model learns how answers start (after
 //! the prompt's final `<assistant>`) and when they end. Single newlines inside a document
-//! are kept as `\n` tokens.
+//! are kept as `\n` tokens. The bias is the log-probability of an interpolated
+//! (Witten–Bell) trigram model, so rare and frequent characters are weighed by how often
+//! they follow the context, not by how common they are overall.
 
 use crate::fixed::ln_q8;
 use crate::tokenizer::{self, ASSISTANT, END, SAMPLEABLE, VOCAB};
@@ -13,22 +15,40 @@ use crate::tokenizer::{self, ASSISTANT, END, SAMPLEABLE, VOCAB};
 /// The shipped corpus, a few KB of plain English prose about computing.
 pub const CORPUS: &str = include_str!("../corpus.txt");
 
-/// Bias weights in quarters: `bias = (W3·ln(1+c3) + W2·ln(1+c2) + W1·ln(1+c1)) / 4`.
-const W3: i32 = 6;
-const W2: i32 = 3;
-const W1: i32 = 1;
+/// Probabilities are computed in Q24 (`2^24` = 1.0) before taking their logarithm.
+const PROB_SHIFT: u32 = 24;
 
 /// Count tables over the vocabulary.
 #[derive(Debug, Clone)]
 pub struct NGram {
-    /// `c1[c]`: occurrences of token `c`.
-    c1: Vec<u32>,
+    /// `p1[c]`: add-one unigram probability of `c`, Q24.
+    p1: Vec<u64>,
     /// `c2[b·V + c]`: occurrences of the pair `b c`.
     c2: Vec<u32>,
+    /// Per context `b`: total count and number of distinct successors.
+    ctx2: Vec<(u32, u32)>,
     /// `c3[(a·V + b)·V + c]`: occurrences of the triple `a b c` (2 MiB, mostly zero pages).
     c3: Vec<u16>,
-    /// `ln1p[n] = ln(1 + n)` in logit units, for every count that occurs.
-    ln1p: Vec<i32>,
+    /// Per context `a b`: total count and number of distinct successors.
+    ctx3: Vec<(u32, u32)>,
+}
+
+/// Witten–Bell interpolation: `(count + types·lower) / (total + types)`, or `lower` for a
+/// context never seen. All in Q24; `count ≤ total < 2^32`, `types ≤ 101`, so the
+/// numerator stays below 2^57.
+fn interpolate(count: u32, (total, types): (u32, u32), lower: u64) -> u64 {
+    if total == 0 {
+        return lower;
+    }
+    ((u64::from(count) << PROB_SHIFT) + u64::from(types) * lower)
+        / (u64::from(total) + u64::from(types))
+}
+
+/// Total count and number of distinct successors of one context.
+fn context(counts: impl Iterator<Item = u32>) -> (u32, u32) {
+    counts.fold((0u32, 0u32), |(total, types), c| {
+        (total.saturating_add(c), types + u32::from(c > 0))
+    })
 }
 
 impl NGram {
@@ -59,31 +79,49 @@ impl NGram {
                 }
             }
         }
-        let max = c1.iter().copied().max().unwrap_or(0);
-        let ln1p = (0..=max).map(|n| ln_q8(n.saturating_add(1))).collect();
-        Self { c1, c2, c3, ln1p }
+        let n: u64 = c1.iter().map(|&c| u64::from(c)).sum();
+        let p1 = c1
+            .iter()
+            .map(|&c| ((u64::from(c) + 1) << PROB_SHIFT) / (n + VOCAB as u64))
+            .collect();
+        let ctx2 = c2
+            .chunks_exact(VOCAB)
+            .map(|row| context(row.iter().copied()))
+            .collect();
+        let ctx3 = c3
+            .chunks_exact(VOCAB)
+            .map(|row| context(row.iter().map(|&c| u32::from(c))))
+            .collect();
+        Self {
+            p1,
+            c2,
+            ctx2,
+            c3,
+            ctx3,
+        }
     }
 
-    fn ln1p(&self, count: u32) -> i32 {
-        let i = usize::try_from(count).unwrap_or(usize::MAX);
-        self.ln1p.get(i).or(self.ln1p.last()).copied().unwrap_or(0)
-    }
-
-    /// Add the bias for the next token after `... prev2 prev1` to `logits` (the trigram
-    /// term is skipped when there is no `prev2`). Tokens outside the vocabulary count as
-    /// unseen.
+    /// Add `ln P(c | prev2 prev1)` (in logit units) for every sampleable `c` to `logits`:
+    /// an interpolated trigram model (bigram only when there is no `prev2`). Tokens
+    /// outside the vocabulary are treated as unseen contexts.
     pub fn add_bias(&self, prev2: Option<u32>, prev1: u32, logits: &mut [i32; SAMPLEABLE]) {
         let b = prev1 as usize;
         let ab = prev2.map(|a| a as usize * VOCAB + b);
+        let ctx2 = self.ctx2.get(b).copied().unwrap_or((0, 0));
+        let ctx3 = ab
+            .and_then(|ab| self.ctx3.get(ab))
+            .copied()
+            .unwrap_or((0, 0));
         for (c, logit) in logits.iter_mut().enumerate() {
-            let n1 = self.c1.get(c).copied().unwrap_or(0);
+            let p1 = self.p1.get(c).copied().unwrap_or(1);
             let n2 = self.c2.get(b * VOCAB + c).copied().unwrap_or(0);
+            let p2 = interpolate(n2, ctx2, p1);
             let n3 = ab
                 .and_then(|ab| self.c3.get(ab * VOCAB + c))
-                .copied()
-                .map_or(0, u32::from);
-            // Each ln1p is below 2^13 (counts < 2^32), so the sum is far from overflow.
-            *logit += (W3 * self.ln1p(n3) + W2 * self.ln1p(n2) + W1 * self.ln1p(n1)) / 4;
+                .map_or(0, |&n| u32::from(n));
+            let p3 = interpolate(n3, ctx3, p2);
+            // p3 ≤ 2^24 (a probability), so it fits u32 and ln_q8 < 2^13.
+            *logit += ln_q8(u32::try_from(p3.max(1)).unwrap_or(u32::MAX));
         }
     }
 }
@@ -110,23 +148,33 @@ mod tests {
     }
 
     #[test]
-    fn counts_and_bias_follow_the_corpus() {
+    fn bias_is_the_interpolated_log_probability() {
         let g = NGram::from_corpus("ab\n\nab\n\nac");
-        let (a, b, c) = (encode_char('a'), encode_char('b'), encode_char('c'));
-        assert_eq!(g.c1[a as usize], 3);
-        assert_eq!(g.c2[(ASSISTANT as usize) * VOCAB + a as usize], 3);
-        assert_eq!(g.c2[a as usize * VOCAB + b as usize], 2);
-        assert_eq!(
-            g.c3[(a as usize * VOCAB + b as usize) * VOCAB + END as usize],
-            2
-        );
+        let (a, b, c, z) = ['a', 'b', 'c', 'z'].map(encode_char);
+        let (a, b, c, z) = (a as usize, b as usize, c as usize, z as usize);
+        assert_eq!(g.c2[(ASSISTANT as usize) * VOCAB + a], 3);
+        assert_eq!(g.c2[a * VOCAB + b], 2);
+        assert_eq!(g.c3[(a * VOCAB + b) * VOCAB + END as usize], 2);
+        assert_eq!(g.ctx2[a], (3, 2));
+        assert_eq!(g.ctx3[ASSISTANT as usize * VOCAB + a], (3, 2));
 
         let mut logits = [0i32; SAMPLEABLE];
-        g.add_bias(Some(ASSISTANT), a, &mut logits);
-        assert!(logits[b as usize] > logits[c as usize]);
-        assert!(logits[c as usize] > logits[encode_char('z') as usize]);
-        assert_eq!(logits[encode_char('z') as usize], 0);
-        // ln(3)·6/4 + ln(3)·3/4 + ln(3)·1/4 in logit units.
-        assert_eq!(logits[b as usize], (6 * 281 + 3 * 281 + 281) / 4);
+        g.add_bias(Some(ASSISTANT), a as u32, &mut logits);
+        assert!(logits[b] > logits[c]);
+        assert!(logits[c] > logits[z]);
+        // 9 tokens counted (3·(a, b|c, <end>)): p1(z) = 1/(9+101); p2(z|a) = 2·p1/(3+2);
+        // p3(z|<assistant> a) = 2·p2/(3+2) = 4/(25·110), ln = -6.53 nats.
+        let want = (4.0f64 / 2750.0 * 16777216.0).ln() * 256.0;
+        assert!(
+            (f64::from(logits[z]) - want).abs() < 2.0,
+            "{} vs {want}",
+            logits[z]
+        );
+        // Probabilities of all tokens (the 4 unsampleable ones are unseen) sum to ~1.
+        let total: f64 = logits
+            .iter()
+            .map(|&l| (f64::from(l) / 256.0).exp() / 16777216.0)
+            .sum();
+        assert!((0.9..=1.0).contains(&total), "{total}");
     }
 }

@@ -132,9 +132,11 @@ async fn node_run(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
-    config.max_concurrent_jobs = args.concurrency.iter().copied().max().unwrap_or(4).max(1);
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        max_concurrent_jobs: args.concurrency.iter().copied().max().unwrap_or(4).max(1),
+        ..Config::default()
+    };
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let signer = SigningStore::open(&dir.path().join("signing.sqlite"), key, config.network_id())?;
     let exec = DockerExecutor::new(config.docker_endpoint(), "bench");

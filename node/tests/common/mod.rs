@@ -1,5 +1,6 @@
 //! Helpers shared by the tests that need a real Docker engine.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::sync::Arc;
 use std::time::Duration;
