@@ -64,8 +64,10 @@ pub enum RunOutcome {
         exit_code: i32,
         /// Everything it wrote to stdout (within the cap).
         stdout: Bytes,
-        /// The first [`STDERR_CAP`] bytes of stderr.
+        /// The first [`STDERR_CAP`] bytes of stderr, without trace lines.
         stderr: Bytes,
+        /// Trace leaves, from `vouch-trace <hex>` lines on stderr (empty when untraced).
+        trace: Vec<Vec<u8>>,
         /// Phase timings.
         timings: Timings,
     },
@@ -277,11 +279,13 @@ impl DockerExecutor {
                 exit_code,
                 stdout,
                 stderr,
+                trace,
                 timings,
             } => RunOutcome::Exited {
                 exit_code,
                 stdout,
                 stderr,
+                trace,
                 timings: Timings {
                     create,
                     remove,
@@ -331,7 +335,7 @@ impl DockerExecutor {
 
         let cap = usize::try_from(l.output_bytes).unwrap_or(usize::MAX);
         let mut stdout = BytesMut::new();
-        let mut stderr = BytesMut::new();
+        let mut stderr = StderrSplitter::default();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(l.timeout_ms);
         let read = async {
             while let Some(chunk) = output.next().await {
@@ -343,8 +347,9 @@ impl DockerExecutor {
                         stdout.extend_from_slice(&message);
                     }
                     Ok(LogOutput::StdErr { message }) => {
-                        let room = STDERR_CAP.saturating_sub(stderr.len());
-                        stderr.extend_from_slice(&message[..message.len().min(room)]);
+                        if stderr.push(&message).is_err() {
+                            return Err(Stop::BadTrace);
+                        }
                     }
                     Ok(LogOutput::StdIn { .. }) => {}
                     // A broken stream may have lost output: never sign what was collected.
@@ -356,6 +361,17 @@ impl DockerExecutor {
         let limit = match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(())) => None,
             Ok(Err(Stop::Limit(kind))) => Some(kind),
+            Ok(Err(Stop::BadTrace)) => {
+                writer.abort();
+                drop(output);
+                self.kill(docker, id).await;
+                let detail = stderr.error.clone().unwrap_or_default();
+                return Ok(RunOutcome::LimitExceeded {
+                    kind: LimitKind::Output,
+                    detail,
+                    stderr: stderr.diag.freeze(),
+                });
+            }
             Ok(Err(Stop::Broken(e))) => {
                 writer.abort();
                 drop(output);
@@ -384,7 +400,7 @@ impl DockerExecutor {
             return Ok(RunOutcome::LimitExceeded {
                 kind,
                 detail,
-                stderr: stderr.freeze(),
+                stderr: stderr.diag.clone().freeze(),
             });
         }
         // Output ended: the process closed stdout/stderr, normally by exiting. Reap it,
@@ -417,7 +433,7 @@ impl DockerExecutor {
                         "timeout: the workload ran longer than {} ms and was killed",
                         l.timeout_ms
                     ),
-                    stderr: stderr.freeze(),
+                    stderr: stderr.diag.clone().freeze(),
                 });
             }
         };
@@ -448,14 +464,23 @@ impl DockerExecutor {
             return Ok(RunOutcome::LimitExceeded {
                 kind: LimitKind::Memory,
                 detail,
-                stderr: stderr.freeze(),
+                stderr: stderr.diag.clone().freeze(),
             });
         }
         let exit_code = i32::try_from(code).unwrap_or(i32::MIN);
+        if stderr.finish().is_err() {
+            let detail = stderr.error.clone().unwrap_or_default();
+            return Ok(RunOutcome::LimitExceeded {
+                kind: LimitKind::Output,
+                detail,
+                stderr: stderr.diag.freeze(),
+            });
+        }
         Ok(RunOutcome::Exited {
             exit_code,
             stdout: stdout.freeze(),
-            stderr: stderr.freeze(),
+            trace: std::mem::take(&mut stderr.trace),
+            stderr: stderr.diag.clone().freeze(),
             timings: Timings {
                 start,
                 run: t2.elapsed(),
@@ -478,7 +503,89 @@ impl DockerExecutor {
 enum Stop {
     Limit(LimitKind),
     Broken(String),
+    BadTrace,
 }
+
+/// Most trace leaves a job may emit.
+pub const MAX_TRACE_LEAVES: usize = 1 << 20;
+/// The prefix of a trace line on stderr (images/README.md).
+pub const TRACE_PREFIX: &[u8] = b"vouch-trace ";
+
+/// Splits a workload's stderr into trace leaves (`vouch-trace <hex>` lines) and capped
+/// diagnostics.
+#[derive(Debug, Default)]
+pub struct StderrSplitter {
+    line: Vec<u8>,
+    /// Diagnostics, at most [`STDERR_CAP`] bytes.
+    pub diag: BytesMut,
+    /// Leaves in order.
+    pub trace: Vec<Vec<u8>>,
+    /// Why the trace was refused.
+    pub error: Option<String>,
+}
+
+impl StderrSplitter {
+    /// Feeds a chunk; errors on a malformed or oversized trace.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ()> {
+        for part in chunk.split_inclusive(|b| *b == b'\n') {
+            self.line.extend_from_slice(part);
+            if part.ends_with(b"\n") {
+                self.end_line()?;
+            } else if self.line.len() > 2 * crate::executor::LEAF_HEX_MAX + TRACE_PREFIX.len() + 2
+                && self.line.starts_with(TRACE_PREFIX)
+            {
+                return self.fail("a trace line is longer than the largest leaf");
+            } else if self.line.len() > STDERR_CAP && !self.line.starts_with(TRACE_PREFIX) {
+                self.keep_diag_line();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream (a last line without a newline counts).
+    pub fn finish(&mut self) -> Result<(), ()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        self.end_line()
+    }
+
+    fn fail(&mut self, why: &str) -> Result<(), ()> {
+        self.error = Some(format!(
+            "malformed trace: {why}; see images/README.md for the trace line format"
+        ));
+        Err(())
+    }
+
+    fn keep_diag_line(&mut self) {
+        let room = STDERR_CAP.saturating_sub(self.diag.len());
+        self.diag
+            .extend_from_slice(&self.line[..self.line.len().min(room)]);
+        self.line.clear();
+    }
+
+    fn end_line(&mut self) -> Result<(), ()> {
+        if let Some(rest) = self.line.strip_prefix(TRACE_PREFIX) {
+            let hex_part = rest.strip_suffix(b"\n").unwrap_or(rest);
+            let hex_part = hex_part.strip_suffix(b"\r").unwrap_or(hex_part);
+            let leaf = match hex::decode(hex_part) {
+                Ok(l) if !l.is_empty() && l.len() <= vouch_proto::MAX_LEAF_BYTES => l,
+                _ => return self.fail("a trace line is not 1..=256 bytes of hex"),
+            };
+            if self.trace.len() >= MAX_TRACE_LEAVES {
+                return self.fail("more than 1048576 trace leaves");
+            }
+            self.trace.push(leaf);
+            self.line.clear();
+        } else {
+            self.keep_diag_line();
+        }
+        Ok(())
+    }
+}
+
+/// Longest leaf in bytes (hex doubles it).
+pub const LEAF_HEX_MAX: usize = vouch_proto::MAX_LEAF_BYTES;
 
 fn unreachable_memory() -> String {
     // The read loop never reports memory; the kernel does, through inspect.
@@ -647,6 +754,7 @@ impl Executor for MemoryExecutor {
                 exit_code,
                 stdout: out.into(),
                 stderr: Bytes::new(),
+                trace: vec![],
                 timings: Timings::default(),
             })
         })
@@ -658,5 +766,39 @@ impl Executor for MemoryExecutor {
 
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async { Ok(0) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_splitter_separates_trace_from_diagnostics() {
+        let mut s = StderrSplitter::default();
+        // Chunks split mid-line, as the attach stream delivers them.
+        s.push(b"warming up\nvouch-trace 00").unwrap();
+        s.push(b"ff\nvouch-tr").unwrap();
+        s.push(b"ace 0102\r\nbye").unwrap();
+        s.finish().unwrap();
+        assert_eq!(s.trace, vec![vec![0x00, 0xff], vec![0x01, 0x02]]);
+        assert_eq!(&s.diag[..], b"warming up\nbye");
+    }
+
+    #[test]
+    fn stderr_splitter_refuses_malformed_trace_and_caps_diagnostics() {
+        let mut s = StderrSplitter::default();
+        assert!(s.push(b"vouch-trace zz\n").is_err());
+        assert!(s.error.as_deref().unwrap_or("").contains("malformed trace"));
+        let mut s = StderrSplitter::default();
+        assert!(s
+            .push(format!("vouch-trace {}\n", "ab".repeat(300)).as_bytes())
+            .is_err());
+        let mut s = StderrSplitter::default();
+        for _ in 0..100 {
+            s.push(&[b'x'; 4096]).unwrap();
+            s.push(b"\n").unwrap();
+        }
+        assert_eq!(s.diag.len(), STDERR_CAP);
     }
 }

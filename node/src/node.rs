@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use vouch_proto::{Amount, Determinism, Digest, JobId, JobSpec, Limits, Root32};
+use vouch_proto::{Amount, Determinism, Digest, JobId, JobSpec, Limits};
 
 use crate::config::Config;
 use crate::error::{ExecError, SignError};
@@ -370,8 +370,11 @@ impl Node {
                 exit_code,
                 stdout,
                 stderr,
+                trace,
                 ..
             }) => {
+                let trace_root = vouch_proto::merkle_root(&trace);
+                let trace_len = trace.len() as u64;
                 let body = ResultBody {
                     job_id,
                     image: spec.image,
@@ -379,8 +382,8 @@ impl Node {
                     output_digest: Digest::of(&stdout),
                     output_len: stdout.len() as u64,
                     exit_code,
-                    trace_root: Root32::default(),
-                    trace_len: 0,
+                    trace_root,
+                    trace_len,
                 };
                 let signer = self.signer.clone();
                 let signed = tokio::task::spawn_blocking(move || signer.sign_result(&body))
@@ -396,7 +399,7 @@ impl Node {
                         tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
                         self.metrics.finished("succeeded");
                         self.blocking(move |s| {
-                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &receipt)
+                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &receipt)
                         })
                         .await
                     }

@@ -9,7 +9,33 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use vouch_proto::{JobId, JobSpec, SignedReceipt};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema 1: jobs with input, output, stderr and receipt.
+const MIGRATION_1: &str = "BEGIN EXCLUSIVE;
+     CREATE TABLE IF NOT EXISTS jobs (
+         job_id        BLOB PRIMARY KEY CHECK (length(job_id) = 32),
+         spec          TEXT NOT NULL,
+         input         BLOB NOT NULL,
+         status        TEXT NOT NULL,
+         reason        TEXT,
+         exit_code     INTEGER,
+         output        BLOB,
+         stderr        BLOB,
+         receipt       BLOB,
+         attempts      INTEGER NOT NULL DEFAULT 0,
+         created_at_ms INTEGER NOT NULL,
+         updated_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+     PRAGMA user_version = 1;
+     COMMIT;";
+
+/// Schema 2: trace leaves (u16 big-endian length ‖ bytes, repeated).
+const MIGRATION_2: &str = "BEGIN EXCLUSIVE;
+     ALTER TABLE jobs ADD COLUMN trace BLOB;
+     PRAGMA user_version = 2;
+     COMMIT;";
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,31 +138,17 @@ impl JobStore {
         // keeps a re-run from signing a second, different result.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version < 1 {
-            conn.execute_batch(
-                "BEGIN EXCLUSIVE;
-                 CREATE TABLE IF NOT EXISTS jobs (
-                     job_id        BLOB PRIMARY KEY CHECK (length(job_id) = 32),
-                     spec          TEXT NOT NULL,
-                     input         BLOB NOT NULL,
-                     status        TEXT NOT NULL,
-                     reason        TEXT,
-                     exit_code     INTEGER,
-                     output        BLOB,
-                     stderr        BLOB,
-                     receipt       BLOB,
-                     attempts      INTEGER NOT NULL DEFAULT 0,
-                     created_at_ms INTEGER NOT NULL,
-                     updated_at_ms INTEGER NOT NULL
-                 );
-                 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )?;
-        } else if version > SCHEMA_VERSION {
+        if version > SCHEMA_VERSION {
             return Err(rusqlite::Error::InvalidParameterName(format!(
                 "job database schema {version} is newer than this vouch-node ({SCHEMA_VERSION})"
             )));
+        }
+        // Migrations, each in its own exclusive transaction, applied in order on open.
+        if version < 1 {
+            conn.execute_batch(MIGRATION_1)?;
+        }
+        if version < 2 {
+            conn.execute_batch(MIGRATION_2)?;
         }
         Ok(JobStore {
             conn: Mutex::new(conn),
@@ -212,13 +224,38 @@ impl JobStore {
         exit_code: i32,
         output: &[u8],
         stderr: &[u8],
+        trace: &[Vec<u8>],
         receipt: &SignedReceipt,
     ) -> rusqlite::Result<()> {
+        let mut packed = Vec::with_capacity(trace.iter().map(|l| l.len() + 2).sum());
+        for leaf in trace {
+            // Leaves are at most MAX_LEAF_BYTES (256), checked where they are parsed.
+            packed.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            packed.extend_from_slice(leaf);
+        }
         self.conn().execute(
-            "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, updated_at_ms = ?6 WHERE job_id = ?1",
-            params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), now_ms() as i64],
+            "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, trace = ?6, updated_at_ms = ?7 WHERE job_id = ?1",
+            params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
         )?;
         Ok(())
+    }
+
+    /// Trace leaves of a job that ran (empty when untraced).
+    pub fn trace(&self, job_id: &JobId) -> rusqlite::Result<Option<Vec<Vec<u8>>>> {
+        let Some(packed) = self.blob("trace", job_id)? else {
+            return Ok(None);
+        };
+        let mut leaves = vec![];
+        let mut rest = packed.as_slice();
+        while rest.len() >= 2 {
+            let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            if rest.len() < 2 + n {
+                break;
+            }
+            leaves.push(rest[2..2 + n].to_vec());
+            rest = &rest[2 + n..];
+        }
+        Ok(Some(leaves))
     }
 
     /// Records a failure and its reason.
@@ -281,7 +318,7 @@ impl JobStore {
     }
 
     fn blob(&self, column: &str, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
-        // `column` is one of three literals above, never user input.
+        // `column` is one of the literals in this file, never user input.
         let sql = format!("SELECT {column} FROM jobs WHERE job_id = ?1");
         self.conn()
             .query_row(&sql, [job_id.0.to_vec()], |r| {
@@ -346,4 +383,35 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by schema 1 (the committed fixture) opens, migrates, and keeps
+    /// its jobs.
+    #[test]
+    fn migrates_a_schema_1_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("../tests/fixtures/jobs-v1.sql"))
+                .unwrap();
+        }
+        let store = JobStore::open(&path).unwrap();
+        let id: JobId = "d473a6c4d3fba8c64a31b898fc93c0d795b46ecd33ab6c5ae2018df2507a6ed6"
+            .parse()
+            .unwrap();
+        let job = store.get(&id).unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Queued);
+        assert_eq!(store.input(&id).unwrap().unwrap(), b"hello world\n");
+        assert_eq!(store.trace(&id).unwrap(), None);
+        let version: i64 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

@@ -31,6 +31,7 @@ mod canonical;
 mod digest;
 mod error;
 mod job;
+mod merkle;
 mod receipt;
 
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
@@ -39,6 +40,9 @@ pub use error::ProtoError;
 pub use job::{
     valid_env_key, Amount, Determinism, JobSpec, Limits, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV,
     MAX_NONCE_BYTES, MAX_REPLICAS, MAX_SPEC_BYTES,
+};
+pub use merkle::{
+    leaf_hash, merkle_proof, merkle_root, verify_merkle_proof, MAX_LEAF_BYTES, TRACE_LEAF_TAG,
 };
 pub use receipt::{
     verify_root, Receipt, ReceiptJson, SignedReceipt, RECEIPT_LEN, SIGNATURE_LEN,
