@@ -28,23 +28,30 @@ use crate::store::{Inserted, JobRecord, JobStatus};
 /// The one error type of the API: a status, a stable code and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) param: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+    /// Names the request field that was wrong (OpenAI's `param`).
+    pub(crate) fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
     fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(target: "vouch::api", error = %e, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,7 +63,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        // OpenAI's error shape, so every OpenAI SDK reports these errors properly.
+        let kind = match self.status.as_u16() {
+            401 => "invalid_request_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        };
+        let body = Json(json!({"error": {
+            "message": self.message, "type": kind, "param": self.param, "code": self.code,
+        }}));
         let mut resp = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
@@ -185,6 +201,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/jobs/{id}/input", get(input))
         .route("/v1/jobs/{id}/stderr", get(stderr))
         .route("/v1/node", get(node_info))
+        .route("/v1/jobs/{id}/trace", get(trace))
+        .route("/v1/jobs/{id}/trace/{index}", get(trace_opening))
+        .merge(crate::openai::routes())
         .route_layer(middleware::from_fn_with_state(key_hashes, auth));
     Router::new()
         .merge(v1)
@@ -462,4 +481,82 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     resp
+}
+
+async fn trace_leaves(node: &Arc<Node>, id: &str) -> Result<(JobRecord, Vec<Vec<u8>>), ApiError> {
+    let id = parse_id(id)?;
+    let rec = node
+        .get(id, Duration::ZERO)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "job_not_found",
+                format!("no job {id} on this node"),
+            )
+        })?;
+    if rec.receipt.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_output",
+            "the job has no receipt yet; its trace is served once it has succeeded",
+        ));
+    }
+    let store = node.store.clone();
+    let leaves = tokio::task::spawn_blocking(move || store.trace(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .unwrap_or_default();
+    Ok((rec, leaves))
+}
+
+/// All trace leaves of a job, with the signed root and length.
+async fn trace(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (rec, leaves) = trace_leaves(&node, &id).await?;
+    let r = rec
+        .receipt
+        .map(|s| s.receipt)
+        .ok_or_else(|| ApiError::internal("receipt vanished"))?;
+    Ok(Json(json!({
+        "job_id": r.job_id,
+        "trace_root": r.trace_root,
+        "trace_len": r.trace_len,
+        "leaves": leaves.iter().map(hex::encode).collect::<Vec<_>>(),
+    })))
+}
+
+/// One leaf and its Merkle opening against the signed trace root (SPEC.md §7).
+async fn trace_opening(
+    State(node): State<Arc<Node>>,
+    Path((id, index)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (rec, leaves) = trace_leaves(&node, &id).await?;
+    let r = rec
+        .receipt
+        .map(|s| s.receipt)
+        .ok_or_else(|| ApiError::internal("receipt vanished"))?;
+    let i = usize::try_from(index).unwrap_or(usize::MAX);
+    let proof = vouch_proto::merkle_proof(&leaves, i).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_leaf",
+            format!(
+                "the trace has {} leaves; index {index} is out of range",
+                leaves.len()
+            ),
+        )
+    })?;
+    Ok(Json(json!({
+        "job_id": r.job_id,
+        "index": index,
+        "leaf": hex::encode(&leaves[i]),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "trace_root": r.trace_root,
+        "trace_len": r.trace_len,
+    })))
 }

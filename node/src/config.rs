@@ -54,6 +54,44 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// How many times a job interrupted by crashes is started before it is failed.
     pub max_attempts: u32,
+    /// Models served on `/v1/chat/completions`.
+    pub models: Vec<ModelConfig>,
+}
+
+/// A model served through the OpenAI-compatible API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model name clients ask for.
+    pub name: String,
+    /// Image tag or id of the model workload (images/README.md "inference").
+    pub image: String,
+    /// Keep a warm container serving requests (no container start per request).
+    #[serde(default = "yes")]
+    pub warm: bool,
+    /// Most tokens a request may generate.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_tokens() -> u32 {
+    4096
+}
+
+impl ModelConfig {
+    /// The reference model, `vouch-tiny-1` in `vouch/inference-stub:dev`, warm.
+    pub fn reference() -> Self {
+        ModelConfig {
+            name: "vouch-tiny-1".into(),
+            image: "vouch/inference-stub:dev".into(),
+            warm: true,
+            max_tokens: 4096,
+        }
+    }
 }
 
 impl Default for Config {
@@ -81,6 +119,7 @@ impl Default for Config {
             },
             shutdown_grace_ms: 10_000,
             max_attempts: 3,
+            models: vec![ModelConfig::reference()],
         }
     }
 }
@@ -120,6 +159,9 @@ pub struct RunArgs {
     /// Log format [default: human].
     #[arg(long, env = "VOUCH_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Keep models warm (true) or start a container per request (false), for every model.
+    #[arg(long, env = "VOUCH_WARM_MODELS")]
+    pub warm_models: Option<bool>,
 }
 
 impl Config {
@@ -156,6 +198,11 @@ impl Config {
         }
         if let Some(v) = args.log_format {
             config.log_format = v;
+        }
+        if let Some(w) = args.warm_models {
+            for m in &mut config.models {
+                m.warm = w;
+            }
         }
         config.validate()?;
         Ok(config)

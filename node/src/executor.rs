@@ -99,6 +99,17 @@ pub trait Executor: Send + Sync + 'static {
     fn health(&self) -> BoxFuture<'_, Result<(), ExecError>>;
     /// Removes anything a previous process of this node left behind (after a crash).
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>>;
+    /// Runs `spec` in a warm container that serves one request per line (the `serve`
+    /// command of images/README.md "warm mode"), starting it if needed. The result must be
+    /// what [`Executor::run`] would give. The default runs cold.
+    fn run_warm<'a>(
+        &'a self,
+        job_id: JobId,
+        spec: &'a JobSpec,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
+        self.run(job_id, spec, input)
+    }
 }
 
 /// Runs jobs as Docker containers through bollard, locked down as SPEC.md §5 describes.
@@ -110,6 +121,37 @@ pub struct DockerExecutor {
     /// Connected lazily and dropped on connection errors, so the node recovers when the
     /// daemon comes back.
     client: Mutex<Option<Docker>>,
+    /// Warm containers, one per (image, command, env, limits); requests to one are serialized.
+    warm: std::sync::Arc<tokio::sync::Mutex<HashMap<String, WarmContainer>>>,
+}
+
+/// A long-running workload container in `serve` mode, attached over stdin/stdout.
+struct WarmContainer {
+    id: String,
+    stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    output: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    buf: BytesMut,
+    served: u64,
+}
+
+impl std::fmt::Debug for WarmContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmContainer")
+            .field("id", &self.id)
+            .field("served", &self.served)
+            .finish()
+    }
+}
+
+enum WarmErr {
+    /// The container is gone (exited, killed): start another.
+    Stale(String),
+    /// A limit was broken; the container is discarded.
+    Limit(LimitKind, String),
+    /// The workload refused the request but keeps serving.
+    Refused(String),
 }
 
 impl DockerExecutor {
@@ -119,7 +161,235 @@ impl DockerExecutor {
             host: host.into(),
             node_label: node_label.into(),
             client: Mutex::new(None),
+            warm: Default::default(),
         }
+    }
+
+    async fn start_warm(
+        &self,
+        docker: &Docker,
+        spec: &JobSpec,
+    ) -> Result<WarmContainer, ExecError> {
+        let name = format!(
+            "vouch-warm-{}-{:08x}",
+            &spec.image.to_hex()[..12],
+            rand::random::<u32>()
+        );
+        let config = self.container_config("warm", spec, Some(vec!["serve".into()]));
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name,
+                    platform: None,
+                }),
+                config,
+            )
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => ExecError::ImageNotFound(spec.image.to_string()),
+                e => self.map_err(e),
+            })?;
+        let attach = docker
+            .attach_container(
+                &created.id,
+                Some(AttachContainerOptions::<String> {
+                    stdin: Some(true),
+                    stdout: Some(true),
+                    stderr: Some(true),
+                    stream: Some(true),
+                    logs: Some(false),
+                    detach_keys: None,
+                }),
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if let Err(e) = docker
+            .start_container(&created.id, None::<StartContainerOptions<String>>)
+            .await
+        {
+            self.remove(docker, &created.id).await;
+            return Err(self.map_err(e));
+        }
+        tracing::info!(target: "vouch::executor", container = %created.id, image = %spec.image, "warm container started");
+        Ok(WarmContainer {
+            id: created.id,
+            stdin: attach.input,
+            output: attach.output,
+            buf: BytesMut::new(),
+            served: 0,
+        })
+    }
+
+    /// One request/response exchange with a warm container (images/README.md, warm mode).
+    async fn exchange(
+        c: &mut WarmContainer,
+        spec: &JobSpec,
+        input: &[u8],
+    ) -> Result<RunOutcome, WarmErr> {
+        let l = &spec.limits;
+        if input.contains(&b'\n') {
+            return Err(WarmErr::Refused("warm requests must be one line".into()));
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(l.timeout_ms);
+        let write = async {
+            c.stdin.write_all(input).await?;
+            c.stdin.write_all(b"\n").await?;
+            c.stdin.flush().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(WarmErr::Stale(format!("writing the request: {e}"))),
+            Err(_) => {
+                return Err(WarmErr::Limit(
+                    LimitKind::Timeout,
+                    timeout_detail(l.timeout_ms),
+                ))
+            }
+        }
+        // The response line carries the output and the trace; allow for both.
+        let cap = usize::try_from(l.output_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .saturating_add(4 << 20);
+        let line = loop {
+            if let Some(pos) = c.buf.iter().position(|b| *b == b'\n') {
+                let line = c.buf.split_to(pos + 1);
+                break line;
+            }
+            if c.buf.len() > cap {
+                return Err(WarmErr::Limit(
+                    LimitKind::Output,
+                    format!("output limit exceeded: the warm response is over {cap} bytes"),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, c.output.next()).await {
+                Err(_) => {
+                    return Err(WarmErr::Limit(
+                        LimitKind::Timeout,
+                        timeout_detail(l.timeout_ms),
+                    ))
+                }
+                Ok(None) => return Err(WarmErr::Stale("the warm container exited".into())),
+                Ok(Some(Err(e))) => {
+                    return Err(WarmErr::Stale(format!(
+                        "the warm container's stream broke: {e}"
+                    )))
+                }
+                Ok(Some(Ok(LogOutput::StdOut { message })))
+                | Ok(Some(Ok(LogOutput::Console { message }))) => c.buf.extend_from_slice(&message),
+                Ok(Some(Ok(_))) => {}
+            }
+        };
+        c.served += 1;
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            output: Option<String>,
+            #[serde(default)]
+            trace: Vec<String>,
+            error: Option<String>,
+        }
+        let reply: Reply = serde_json::from_slice(&line).map_err(|e| {
+            WarmErr::Stale(format!(
+                "the warm container answered something that is not a reply: {e}"
+            ))
+        })?;
+        if let Some(e) = reply.error {
+            return Err(WarmErr::Refused(e));
+        }
+        let output = reply
+            .output
+            .ok_or_else(|| WarmErr::Stale("reply without output".into()))?;
+        if output.len() as u64 > l.output_bytes {
+            return Err(WarmErr::Limit(
+                LimitKind::Output,
+                format!(
+                    "output limit exceeded: the workload wrote more than {} bytes",
+                    l.output_bytes
+                ),
+            ));
+        }
+        let mut trace = Vec::with_capacity(reply.trace.len());
+        for t in &reply.trace {
+            match hex::decode(t) {
+                Ok(leaf)
+                    if !leaf.is_empty()
+                        && leaf.len() <= vouch_proto::MAX_LEAF_BYTES
+                        && trace.len() < MAX_TRACE_LEAVES =>
+                {
+                    trace.push(leaf)
+                }
+                _ => {
+                    return Err(WarmErr::Limit(
+                        LimitKind::Output,
+                        "malformed trace: a leaf is not 1..=256 bytes of hex".into(),
+                    ))
+                }
+            }
+        }
+        Ok(RunOutcome::Exited {
+            exit_code: 0,
+            stdout: Bytes::from(output.into_bytes()),
+            stderr: Bytes::new(),
+            trace,
+            timings: Timings {
+                run: started.elapsed(),
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn run_warm_inner(&self, spec: &JobSpec, input: Bytes) -> Result<RunOutcome, ExecError> {
+        let docker = self.client()?;
+        let key = format!(
+            "{}|{:?}|{:?}|{:?}",
+            spec.image, spec.command, spec.env, spec.limits
+        );
+        let mut pool = self.warm.lock().await;
+        for attempt in 0..2 {
+            let c = match pool.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(self.start_warm(&docker, spec).await?)
+                }
+            };
+            let fresh = c.served == 0;
+            match Self::exchange(c, spec, &input).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(WarmErr::Refused(e)) => {
+                    return Err(ExecError::Docker(format!(
+                        "the model refused the request: {e}"
+                    )))
+                }
+                Err(err) => {
+                    if let Some(c) = pool.remove(&key) {
+                        drop(c.stdin);
+                        drop(c.output);
+                        self.kill(&docker, &c.id).await;
+                        self.remove(&docker, &c.id).await;
+                    }
+                    match err {
+                        WarmErr::Limit(kind, detail) => {
+                            return Ok(RunOutcome::LimitExceeded {
+                                kind,
+                                detail,
+                                stderr: Bytes::new(),
+                            })
+                        }
+                        WarmErr::Stale(why) if fresh || attempt == 1 => {
+                            return Err(ExecError::Docker(format!("warm container failed: {why}")))
+                        }
+                        WarmErr::Stale(why) => {
+                            tracing::warn!(target: "vouch::executor", %why, "warm container went away; starting another");
+                        }
+                        WarmErr::Refused(_) => {}
+                    }
+                }
+            }
+        }
+        Err(ExecError::Docker("warm container failed twice".into()))
     }
 
     /// The endpoint from `DOCKER_HOST`, or the default socket.
@@ -195,23 +465,19 @@ impl DockerExecutor {
         }
     }
 
-    async fn run_inner(
+    /// The locked-down container of SPEC.md §5 for `spec`. `serve` replaces the command and
+    /// keeps stdin open across requests (warm mode).
+    fn container_config(
         &self,
-        docker: Docker,
-        job_id: JobId,
-        spec: JobSpec,
-        input: Bytes,
-    ) -> Result<RunOutcome, ExecError> {
+        job_label: &str,
+        spec: &JobSpec,
+        serve: Option<Vec<String>>,
+    ) -> Config<String> {
         let l = &spec.limits;
-        let name = format!(
-            "vouch-{}-{:08x}",
-            &job_id.to_hex()[..12],
-            rand::random::<u32>()
-        );
         let labels = HashMap::from([
             ("vouch.managed".to_string(), "true".to_string()),
             ("vouch.node".to_string(), self.node_label.clone()),
-            ("vouch.job".to_string(), job_id.to_hex()),
+            ("vouch.job".to_string(), job_label.to_string()),
         ]);
         let host_config = HostConfig {
             network_mode: Some("none".into()),
@@ -236,22 +502,39 @@ impl DockerExecutor {
             privileged: Some(false),
             ..Default::default()
         };
-        let config = Config {
+        let warm = serve.is_some();
+        let cmd = serve.or_else(|| (!spec.command.is_empty()).then(|| spec.command.clone()));
+        Config {
             image: Some(spec.image.to_string()),
-            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            cmd,
             env: Some(spec.env.clone()),
             user: Some(WORKLOAD_USER.to_string()),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             open_stdin: Some(true),
-            stdin_once: Some(true),
+            stdin_once: Some(!warm),
             tty: Some(false),
             network_disabled: Some(true),
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
-        };
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        docker: Docker,
+        job_id: JobId,
+        spec: JobSpec,
+        input: Bytes,
+    ) -> Result<RunOutcome, ExecError> {
+        let name = format!(
+            "vouch-{}-{:08x}",
+            &job_id.to_hex()[..12],
+            rand::random::<u32>()
+        );
+        let config = self.container_config(&job_id.to_hex(), &spec, None);
         let t0 = Instant::now();
         let created = docker
             .create_container(
@@ -587,6 +870,10 @@ impl StderrSplitter {
 /// Longest leaf in bytes (hex doubles it).
 pub const LEAF_HEX_MAX: usize = vouch_proto::MAX_LEAF_BYTES;
 
+fn timeout_detail(ms: u64) -> String {
+    format!("timeout: the workload ran longer than {ms} ms and was killed")
+}
+
 fn unreachable_memory() -> String {
     // The read loop never reports memory; the kernel does, through inspect.
     "memory limit exceeded".into()
@@ -632,6 +919,7 @@ impl Executor for DockerExecutor {
                 host: self.host.clone(),
                 node_label: self.node_label.clone(),
                 client: Mutex::new(Some(docker.clone())),
+                warm: self.warm.clone(),
             };
             // Run the container's whole life in its own task: if the caller is dropped
             // (shutdown, a cancelled request) the container is still killed and removed.
@@ -648,8 +936,18 @@ impl Executor for DockerExecutor {
         })
     }
 
+    fn run_warm<'a>(
+        &'a self,
+        _job_id: JobId,
+        spec: &'a JobSpec,
+        input: Bytes,
+    ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
+        Box::pin(self.run_warm_inner(spec, input))
+    }
+
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async move {
+            self.warm.lock().await.clear();
             let docker = self.client()?;
             let filters = HashMap::from([(
                 "label".to_string(),

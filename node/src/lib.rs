@@ -31,6 +31,7 @@ pub mod executor;
 pub mod keys;
 pub mod metrics;
 pub mod node;
+pub mod openai;
 pub mod signer;
 pub mod store;
 

@@ -113,6 +113,11 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     queue: mpsc::Sender<JobId>,
     changed: watch::Sender<u64>,
+    /// Slots for jobs run at once outside the queue (inference).
+    inline_slots: Arc<Semaphore>,
+    /// Image ids of models, resolved lazily and refreshed every few seconds.
+    model_images:
+        tokio::sync::Mutex<std::collections::HashMap<String, (Digest, std::time::Instant)>>,
 }
 
 /// The receiving end of the queue, run by [`Worker::run`].
@@ -133,6 +138,7 @@ impl Node {
     ) -> (Arc<Node>, Worker) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (changed, _) = watch::channel(0);
+        let inline_slots = Arc::new(Semaphore::new(config.max_concurrent_jobs));
         let node = Arc::new(Node {
             config,
             store,
@@ -141,6 +147,8 @@ impl Node {
             metrics: Arc::new(Metrics::new()),
             queue: tx,
             changed,
+            inline_slots,
+            model_images: Default::default(),
         });
         (node.clone(), Worker { node, queue: rx })
     }
@@ -312,6 +320,81 @@ impl Node {
                 _ => return Ok(rec),
             }
         }
+    }
+
+    /// The image id a model's image reference resolves to (cached for a few seconds).
+    pub async fn model_image(&self, reference: &str) -> Result<Digest, ExecError> {
+        const TTL: Duration = Duration::from_secs(10);
+        if let Some((d, at)) = self.model_images.lock().await.get(reference) {
+            if at.elapsed() < TTL {
+                return Ok(*d);
+            }
+        }
+        let d = self.executor.resolve_image(reference).await?;
+        self.model_images
+            .lock()
+            .await
+            .insert(reference.to_string(), (d, std::time::Instant::now()));
+        Ok(d)
+    }
+
+    /// Runs a job now instead of queueing it, for requests a client waits on (inference):
+    /// warm when asked and the executor supports it. Identical jobs share one run and one
+    /// receipt: a job that already succeeded is returned as it is.
+    pub async fn run_now(
+        &self,
+        spec: JobSpec,
+        input: Vec<u8>,
+        warm: bool,
+    ) -> Result<JobRecord, SubmitError> {
+        let job_id = spec
+            .job_id()
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let internal = |e: rusqlite::Error| SubmitError::Internal(e.to_string());
+        let input = Bytes::from(input);
+        let (spec2, input2) = (spec.clone(), input.clone());
+        let inserted = self
+            .blocking(move |s| s.insert(&job_id, &spec2, &input2))
+            .await
+            .map_err(internal)?;
+        if let Inserted::Exists(_) = inserted {
+            // Already done, or being run by an identical request right now.
+            let wait = Duration::from_millis(spec.limits.timeout_ms.saturating_add(5_000));
+            return self
+                .get(job_id, wait)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| SubmitError::Internal("job vanished".into()));
+        }
+        let _slot = self
+            .inline_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SubmitError::Internal("shutting down".into()))?;
+        self.metrics.jobs_submitted.inc();
+        self.blocking(move |s| s.mark_running(&job_id))
+            .await
+            .map_err(internal)?;
+        self.metrics.jobs_running.inc();
+        let started = std::time::Instant::now();
+        let outcome = if warm {
+            self.executor.run_warm(job_id, &spec, input).await
+        } else {
+            self.executor.run(job_id, &spec, input).await
+        };
+        self.metrics
+            .job_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.jobs_running.dec();
+        self.finish(job_id, &spec, outcome)
+            .await
+            .map_err(internal)?;
+        self.notify();
+        self.blocking(move |s| s.get(&job_id))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| SubmitError::Internal("job vanished".into()))
     }
 
     fn notify(&self) {
