@@ -794,6 +794,10 @@ pub const MAX_TRACE_LEAVES: usize = 1 << 20;
 /// The prefix of a trace line on stderr (images/README.md).
 pub const TRACE_PREFIX: &[u8] = b"vouch-trace ";
 
+/// A trace line broke the format; [`StderrSplitter::error`] says how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadTrace;
+
 /// Splits a workload's stderr into trace leaves (`vouch-trace <hex>` lines) and capped
 /// diagnostics.
 #[derive(Debug, Default)]
@@ -809,7 +813,7 @@ pub struct StderrSplitter {
 
 impl StderrSplitter {
     /// Feeds a chunk; errors on a malformed or oversized trace.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ()> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), BadTrace> {
         for part in chunk.split_inclusive(|b| *b == b'\n') {
             self.line.extend_from_slice(part);
             if part.ends_with(b"\n") {
@@ -826,18 +830,18 @@ impl StderrSplitter {
     }
 
     /// Ends the stream (a last line without a newline counts).
-    pub fn finish(&mut self) -> Result<(), ()> {
+    pub fn finish(&mut self) -> Result<(), BadTrace> {
         if self.line.is_empty() {
             return Ok(());
         }
         self.end_line()
     }
 
-    fn fail(&mut self, why: &str) -> Result<(), ()> {
+    fn fail(&mut self, why: &str) -> Result<(), BadTrace> {
         self.error = Some(format!(
             "malformed trace: {why}; see images/README.md for the trace line format"
         ));
-        Err(())
+        Err(BadTrace)
     }
 
     fn keep_diag_line(&mut self) {
@@ -847,7 +851,7 @@ impl StderrSplitter {
         self.line.clear();
     }
 
-    fn end_line(&mut self) -> Result<(), ()> {
+    fn end_line(&mut self) -> Result<(), BadTrace> {
         if let Some(rest) = self.line.strip_prefix(TRACE_PREFIX) {
             let hex_part = rest.strip_suffix(b"\n").unwrap_or(rest);
             let hex_part = hex_part.strip_suffix(b"\r").unwrap_or(hex_part);
