@@ -4,7 +4,8 @@
 #   images/build.sh            build every image
 #   images/build.sh wc jsonx   build only those
 #
-# The workload binaries are built statically (glibc, +crt-static) into
+# The workload binaries (crates vouch-workloads and vouch-inference, in one
+# cargo invocation) are built statically (glibc, +crt-static) into
 # target/static, then each image is built from a throw-away context holding
 # only its Dockerfile and the one binary it COPYs. Every image is FROM scratch,
 # so nothing is pulled and no registry is needed. Safe to re-run: cargo and the
@@ -51,7 +52,7 @@ echo "building static workload binaries (target/static/$target/release) ..."
   RUSTFLAGS="-C target-feature=+crt-static" \
   CARGO_PROFILE_RELEASE_DEBUG=0 \
   CARGO_PROFILE_RELEASE_STRIP=symbols \
-    cargo build --release --target "$target" -p vouch-workloads </dev/null
+    cargo build --release --target "$target" -p vouch-workloads -p vouch-inference </dev/null
 )
 
 # ---- images

@@ -13,8 +13,6 @@ pub enum Error {
     Json(String),
     /// A field is present but outside its allowed range.
     Field { field: &'static str, reason: String },
-    /// The request names a model this workload does not serve.
-    UnknownModel(String),
     /// A step's prefix and position do not describe a state the generation can reach.
     Step(String),
 }
@@ -33,11 +31,6 @@ impl fmt::Display for Error {
         match self {
             Self::Json(msg) => write!(f, "invalid request JSON: {msg}"),
             Self::Field { field, reason } => write!(f, "invalid request: {field} {reason}"),
-            Self::UnknownModel(model) => write!(
-                f,
-                "invalid request: unknown model {model:?}; this workload serves {:?}",
-                crate::MODEL_NAME
-            ),
             Self::Step(msg) => write!(f, "invalid step: {msg}"),
         }
     }

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`tokenizer`]: the 101-token character vocabulary and the chat prompt format.
-//! - [`model`]: a 2-layer integer transformer over a sliding window of the last 32 tokens,
+//! - [`model`](mod@model): a 2-layer integer transformer over a sliding window of the last 32 tokens,
 //!   with weights drawn from a fixed seed, plus [`ngram`]: a character trigram bias
 //!   counted from the shipped `corpus.txt`. Only integer arithmetic, so the logits are
 //!   bit-exact on every CPU.
@@ -41,8 +41,6 @@
 //! # Ok::<(), vouch_inference::Error>(())
 //! ```
 
-use std::sync::OnceLock;
-
 use serde::{Deserialize, Serialize};
 
 pub mod cli;
@@ -59,8 +57,12 @@ use model::{Model, WINDOW};
 use sample::Choice;
 use tokenizer::{ASSISTANT, END, SAMPLEABLE, SYSTEM, USER};
 
-/// The model's name, as requests must give it and responses report it.
+/// The model's name (also the image's `vouch.model` label). Requests may name the model
+/// as the node's configuration calls it; the response echoes the request's name, and the
+/// image digest in the receipt is what identifies the model.
 pub const MODEL_NAME: &str = "vouch-tiny-1";
+/// A request's `model` is 1..=MAX_MODEL_BYTES bytes long.
+pub const MAX_MODEL_BYTES: usize = 256;
 /// Largest `max_tokens`.
 pub const MAX_TOKENS: u32 = 4096;
 /// Largest `temperature_milli` (temperature 2.0).
@@ -114,7 +116,8 @@ pub struct Request {
     pub max_tokens: u32,
     /// At least one message.
     pub messages: Vec<Message>,
-    /// Must be [`MODEL_NAME`].
+    /// The model name the client asked for, echoed in the response (normally
+    /// [`MODEL_NAME`]).
     pub model: String,
     /// Sampling seed, `≤ 2^53 − 1`; ignored when greedy.
     pub seed: u64,
@@ -145,8 +148,14 @@ impl Request {
         if self.messages.is_empty() {
             return Err(Error::field("messages", "must hold at least one message"));
         }
-        if self.model != MODEL_NAME {
-            return Err(Error::UnknownModel(self.model.clone()));
+        if self.model.is_empty() || self.model.len() > MAX_MODEL_BYTES {
+            return Err(Error::field(
+                "model",
+                format!(
+                    "must be 1..={MAX_MODEL_BYTES} bytes long, got {}",
+                    self.model.len()
+                ),
+            ));
         }
         if self.seed > MAX_SEED {
             return Err(Error::field(
@@ -243,13 +252,6 @@ pub struct Generation {
     pub leaves: Vec<Leaf>,
 }
 
-/// The model, built once per process (well under a millisecond: 75k weights from the PRNG
-/// and the n-gram counts of a 7 KB corpus).
-pub fn model() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(Model::new)
-}
-
 /// The leaf bytes of one decision at `position`.
 pub fn leaf(position: u32, choice: &Choice) -> Leaf {
     let mut out = [0u8; LEAF_LEN];
@@ -264,7 +266,7 @@ pub fn leaf(position: u32, choice: &Choice) -> Leaf {
 /// one forward pass over its last `WINDOW` tokens, then sampling.
 fn next_token(req: &Request, seq: &[u32], position: u32) -> (u32, Leaf) {
     let window = &seq[seq.len().saturating_sub(WINDOW)..];
-    let logits = model().logits(window);
+    let logits = Model::shared().logits(window);
     let choice = sample::choose(
         &logits,
         req.temperature_milli,

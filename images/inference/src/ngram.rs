@@ -150,8 +150,7 @@ mod tests {
     #[test]
     fn bias_is_the_interpolated_log_probability() {
         let g = NGram::from_corpus("ab\n\nab\n\nac");
-        let (a, b, c, z) = ['a', 'b', 'c', 'z'].map(encode_char);
-        let (a, b, c, z) = (a as usize, b as usize, c as usize, z as usize);
+        let [a, b, c, z] = ['a', 'b', 'c', 'z'].map(|ch| encode_char(ch) as usize);
         assert_eq!(g.c2[(ASSISTANT as usize) * VOCAB + a], 3);
         assert_eq!(g.c2[a * VOCAB + b], 2);
         assert_eq!(g.c3[(a * VOCAB + b) * VOCAB + END as usize], 2);
