@@ -354,7 +354,7 @@ impl Node {
         let input = Bytes::from(input);
         let (spec2, input2) = (spec.clone(), input.clone());
         let inserted = self
-            .blocking(move |s| s.insert(&job_id, &spec2, &input2))
+            .blocking(move |s| s.insert_running(&job_id, &spec2, &input2))
             .await
             .map_err(internal)?;
         if let Inserted::Exists(_) = inserted {
@@ -373,9 +373,6 @@ impl Node {
             .await
             .map_err(|_| SubmitError::Internal("shutting down".into()))?;
         self.metrics.jobs_submitted.inc();
-        self.blocking(move |s| s.mark_running(&job_id))
-            .await
-            .map_err(internal)?;
         self.metrics.jobs_running.inc();
         let started = std::time::Instant::now();
         let outcome = if warm {

@@ -166,6 +166,32 @@ impl JobStore {
         spec: &JobSpec,
         input: &[u8],
     ) -> rusqlite::Result<Inserted> {
+        self.insert_as(job_id, spec, input, false)
+    }
+
+    /// Like [`Self::insert`], but a new (or failed) job goes straight to `running` with its
+    /// attempt counted: for jobs the caller runs at once, in one write instead of two.
+    pub fn insert_running(
+        &self,
+        job_id: &JobId,
+        spec: &JobSpec,
+        input: &[u8],
+    ) -> rusqlite::Result<Inserted> {
+        self.insert_as(job_id, spec, input, true)
+    }
+
+    fn insert_as(
+        &self,
+        job_id: &JobId,
+        spec: &JobSpec,
+        input: &[u8],
+        running: bool,
+    ) -> rusqlite::Result<Inserted> {
+        let (status, attempts) = if running {
+            ("running", 1)
+        } else {
+            ("queued", 0)
+        };
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<String> = tx
@@ -181,15 +207,15 @@ impl JobStore {
                 let spec_json = serde_json::to_string(spec)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 tx.execute(
-                    "INSERT INTO jobs(job_id, spec, input, status, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
-                    params![job_id.0.to_vec(), spec_json, input, now],
+                    "INSERT INTO jobs(job_id, spec, input, status, attempts, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    params![job_id.0.to_vec(), spec_json, input, status, attempts, now],
                 )?;
                 Inserted::New
             }
             Some(JobStatus::Failed) => {
                 tx.execute(
-                    "UPDATE jobs SET status = 'queued', reason = NULL, updated_at_ms = ?2 WHERE job_id = ?1",
-                    params![job_id.0.to_vec(), now],
+                    "UPDATE jobs SET status = ?3, reason = NULL, attempts = attempts + ?4, updated_at_ms = ?2 WHERE job_id = ?1",
+                    params![job_id.0.to_vec(), now, status, attempts],
                 )?;
                 Inserted::Requeued
             }

@@ -129,16 +129,32 @@ async fn main() -> anyhow::Result<()> {
 /// Starts an in-process node on a loopback port with a fresh key and data directory.
 async fn start_node(
     config: Config,
-) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), vouch_node::error::NodeError>>, tempfile::TempDir)> {
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), vouch_node::error::NodeError>>,
+    tempfile::TempDir,
+)> {
     let dir = tempfile::tempdir()?;
-    let config = Config { data_dir: dir.path().to_path_buf(), ..config };
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..config
+    };
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let signer = SigningStore::open(&dir.path().join("signing.sqlite"), key, config.network_id())?;
-    let exec = DockerExecutor::new(config.docker_endpoint(), format!("bench-{:08x}", rand::random::<u32>()));
+    let exec = DockerExecutor::new(
+        config.docker_endpoint(),
+        format!("bench-{:08x}", rand::random::<u32>()),
+    );
     exec.health().await.context("Docker is not reachable")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let (node, worker) = Node::new(config, Arc::new(JobStore::open(&dir.path().join("jobs.sqlite"))?), Arc::new(signer), Arc::new(exec));
+    let (node, worker) = Node::new(
+        config,
+        Arc::new(JobStore::open(&dir.path().join("jobs.sqlite"))?),
+        Arc::new(signer),
+        Arc::new(exec),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(vouch_node::serve(node, worker, listener, async {
         let _ = stopped.await;
@@ -166,7 +182,11 @@ impl DirectModel {
             .context("running the docker CLI")?;
         let stdin = child.stdin.take().context("stdin")?;
         let stdout = tokio::io::BufReader::new(child.stdout.take().context("stdout")?);
-        Ok(DirectModel { child, stdin, stdout })
+        Ok(DirectModel {
+            child,
+            stdin,
+            stdout,
+        })
     }
 
     async fn request(&mut self, line: &[u8]) -> anyhow::Result<Value> {
@@ -194,7 +214,11 @@ fn canonical_input(tokens: u32, seed: u64) -> Vec<u8> {
 async fn bench_inference(args: &Args) -> anyhow::Result<Value> {
     let limits = Config::default().limits;
     let image = "vouch/inference-stub:dev";
-    let (url, stop, server, _dir) = start_node(Config { max_concurrent_jobs: 1, ..Config::default() }).await?;
+    let (url, stop, server, _dir) = start_node(Config {
+        max_concurrent_jobs: 1,
+        ..Config::default()
+    })
+    .await?;
     let client = reqwest::Client::new();
     let mut direct = DirectModel::start(image, &limits).await?;
     let mut seed = 1_000u64;
@@ -245,10 +269,14 @@ async fn bench_inference(args: &Args) -> anyhow::Result<Value> {
     for r in &rows {
         println!(
             "| {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.1} | {:+.1}% |",
-            r["max_tokens"], r["avg_completion_tokens"].as_f64().unwrap_or(0.0),
-            r["node_p50_ms"].as_f64().unwrap_or(0.0), r["node_p95_ms"].as_f64().unwrap_or(0.0),
-            r["direct_p50_ms"].as_f64().unwrap_or(0.0), r["direct_p95_ms"].as_f64().unwrap_or(0.0),
-            r["node_req_per_s"].as_f64().unwrap_or(0.0), r["direct_req_per_s"].as_f64().unwrap_or(0.0),
+            r["max_tokens"],
+            r["avg_completion_tokens"].as_f64().unwrap_or(0.0),
+            r["node_p50_ms"].as_f64().unwrap_or(0.0),
+            r["node_p95_ms"].as_f64().unwrap_or(0.0),
+            r["direct_p50_ms"].as_f64().unwrap_or(0.0),
+            r["direct_p95_ms"].as_f64().unwrap_or(0.0),
+            r["node_req_per_s"].as_f64().unwrap_or(0.0),
+            r["direct_req_per_s"].as_f64().unwrap_or(0.0),
             r["overhead_p50"].as_f64().unwrap_or(0.0) * 100.0,
         );
     }
@@ -265,17 +293,40 @@ async fn chat(client: &reqwest::Client, url: &str, tokens: u32, seed: u64) -> an
         .await?
         .json()
         .await?;
-    v["usage"]["completion_tokens"].as_u64().with_context(|| format!("unexpected answer: {v}"))
+    v["usage"]["completion_tokens"]
+        .as_u64()
+        .with_context(|| format!("unexpected answer: {v}"))
 }
 
 fn sandbox_args(limits: &vouch_proto::Limits) -> Vec<String> {
     vec![
-        "run".into(), "--rm".into(), "-i".into(), "--network".into(), "none".into(), "--read-only".into(),
-        "--tmpfs".into(), format!("/tmp:rw,nosuid,nodev,noexec,size={},mode=1777", limits.tmpfs_bytes),
-        "--cap-drop".into(), "ALL".into(), "--security-opt".into(), "no-new-privileges:true".into(),
-        "--user".into(), "65534:65534".into(), "--pids-limit".into(), limits.pids.to_string(),
-        "--memory".into(), limits.memory_bytes.to_string(), "--memory-swap".into(), limits.memory_bytes.to_string(),
-        "--cpus".into(), format!("{}", limits.cpu_millis as f64 / 1000.0), "--log-driver".into(), "none".into(),
+        "run".into(),
+        "--rm".into(),
+        "-i".into(),
+        "--network".into(),
+        "none".into(),
+        "--read-only".into(),
+        "--tmpfs".into(),
+        format!(
+            "/tmp:rw,nosuid,nodev,noexec,size={},mode=1777",
+            limits.tmpfs_bytes
+        ),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--security-opt".into(),
+        "no-new-privileges:true".into(),
+        "--user".into(),
+        "65534:65534".into(),
+        "--pids-limit".into(),
+        limits.pids.to_string(),
+        "--memory".into(),
+        limits.memory_bytes.to_string(),
+        "--memory-swap".into(),
+        limits.memory_bytes.to_string(),
+        "--cpus".into(),
+        format!("{}", limits.cpu_millis as f64 / 1000.0),
+        "--log-driver".into(),
+        "none".into(),
     ]
 }
 
