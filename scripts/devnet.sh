@@ -81,19 +81,37 @@ up() {
     python3 proto/tools/vouch_verify.py job --file "$state/last-job.json" --output-file "$state/last-output.bin" --operator "$operator" | sed 's/^/    /'
   fi
 
-  say "3. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
+  say "3. Verifiable inference through the OpenAI API (model vouch-tiny-1, warm)"
+  req='{"model":"vouch-tiny-1","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Tell me about verifiable computing."}],"max_tokens":48,"temperature":0.8,"seed":7}'
+  echo "$req" >"$state/last-chat-request.json"
+  curl -fsS "$url/v1/chat/completions" -H 'content-type: application/json' -d "$req" >"$state/last-chat.json"
+  note "answer:        $(json 'd["choices"][0]["message"]["content"]' <"$state/last-chat.json")"
+  note "usage:         $(json 'd["usage"]' <"$state/last-chat.json")"
+  note "signed model:  $(json 'd["vouch"]["receipt"]["image"]' <"$state/last-chat.json")"
+  note "trace:         $(json 'd["vouch"]["receipt"]["trace_len"]' <"$state/last-chat.json") token leaves under root $(json 'd["vouch"]["receipt"]["trace_root"][:16]' <"$state/last-chat.json")…"
+  if python3 -c 'import cryptography' 2>/dev/null; then
+    model_image=$(curl -fsS "$url/v1/models" | json 'd["data"][0]["vouch"]["image"]')
+    note "checked independently in Python, against the model image GET /v1/models names:"
+    python3 proto/tools/vouch_verify.py chat --response "$state/last-chat.json" --request "$state/last-chat-request.json" \
+      --operator "$operator" --model-image "$model_image" | sed 's/^/    /'
+  else
+    "$bin/vouch-verifier" check <<<"$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["vouch"]; print(json.dumps({"receipt": d["receipt"], "spec": d["spec"]}))' "$state/last-chat.json")" | sed 's/^/    /'
+  fi
+
+  say "4. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
   hid=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
     -d '{"image":"vouch/hostile-memhog:dev","limits":{"memory_bytes":67108864},"nonce":"'"demo-$(date +%s%N)"'"}' | json 'd["job_id"]')
   hjob=$(curl -fsS "$url/v1/jobs/$hid?wait_ms=30000")
   note "status: $(echo "$hjob" | json 'd["status"]') — $(echo "$hjob" | json 'd.get("reason")')"
   note "health after: $(curl -fsS "$url/healthz")"
 
-  say "4. Bad input gets a clear error"
+  say "5. Bad input gets a clear error"
   note "$(curl -sS -X POST "$url/v1/jobs" -H 'content-type: application/json' -d '{"image":"vouch/not-here:dev"}')"
 
   say "The network is running"
   cat <<EOT
     node API:      $url           (jobs: POST /v1/jobs, GET /v1/jobs/{id}?wait_ms=…)
+    OpenAI API:    $url/v1        (base_url for any OpenAI SDK; model vouch-tiny-1)
     metrics:       $url/metrics
     logs:          bash scripts/devnet.sh logs     ($state/node1.log)
     stop / reset:  bash scripts/devnet.sh stop  |  bash scripts/devnet.sh reset

@@ -27,6 +27,8 @@ step "Python tools (independent verifier, in .venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -r proto/tools/requirements.txt
+.venv/bin/pip install -q --disable-pip-version-check -r proto/tools/requirements.txt -r tests/openai/requirements.txt
 .venv/bin/python proto/tools/vouch_verify.py vectors proto/testdata/vectors.json
-.venv/bin/python -m pytest -q proto/tools
+
+step "Python tests: the verifier, and the official openai SDK against real vouch-node processes"
+VOUCH_NODE_BIN="$repo/target/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai

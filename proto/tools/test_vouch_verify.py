@@ -614,3 +614,638 @@ def test_cli_job_over_http(fake_node, capsys):
                   "--timeout", "10"])
     assert rc == 1
     assert "job_not_found" in capsys.readouterr().err
+
+
+# --- SPEC.md §7: inference ---------------------------------------------------------------
+
+SPEC_EXAMPLE_REQUEST = {
+    "model": "vouch-tiny-1",
+    "messages": [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": 'Say "hi"\n'}]},
+    ],
+    "temperature": 0.8,
+    "top_p": 0.9,
+    "seed": 7,
+    "max_tokens": 64,
+    "stop": "\n\n",
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "user": "alice",
+}
+# Written by hand from SPEC.md §7.1 (raw string: \" and \n are the JSON escapes).
+SPEC_EXAMPLE_INPUT = (
+    r'{"max_tokens":64,"messages":[{"content":"Be brief.","role":"system"},'
+    r'{"content":"Say \"hi\"\n","role":"user"}],"model":"vouch-tiny-1","seed":7,'
+    r'"stop":["\n\n"],"temperature_milli":800,"top_p_milli":900}'
+)
+
+
+def test_normalize_spec_example():
+    got = vv.normalize_chat_request(SPEC_EXAMPLE_REQUEST)
+    assert got == SPEC_EXAMPLE_INPUT.encode("utf-8")
+    assert len(got) == 201
+    assert (
+        hashlib.sha256(got).hexdigest()
+        == "636b390549d61b1cc82b07ae327eae400b63877238ea06f9ea56c3c7ede864b4"
+    )
+    # The stream fields do not enter the input.
+    plain = {k: v for k, v in SPEC_EXAMPLE_REQUEST.items() if k not in ("stream", "stream_options")}
+    assert vv.normalize_chat_request(plain) == got
+
+
+def test_normalize_defaults():
+    got = vv.normalize_chat_request(
+        {"model": "vouch-tiny-1", "messages": [{"role": "user", "content": "Hello"}]}
+    )
+    assert got == (
+        b'{"max_tokens":256,"messages":[{"content":"Hello","role":"user"}],'
+        b'"model":"vouch-tiny-1","seed":0,"stop":[],"temperature_milli":1000,"top_p_milli":1000}'
+    )
+    # A model limit below 256 lowers the default.
+    small = vv.normalize_chat_request(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]}, {"m": 100}
+    )
+    assert small.startswith(b'{"max_tokens":100,')
+
+
+def _norm(**changes) -> dict:
+    req = {"model": "vouch-tiny-1", "messages": [{"role": "user", "content": "Hi"}]}
+    req.update(changes)
+    return json.loads(vv.normalize_chat_request(req, {"vouch-tiny-1": 4096}))
+
+
+@pytest.mark.parametrize(
+    "changes,field,want",
+    [
+        ({"temperature": 0}, "temperature_milli", 0),
+        ({"temperature": 2}, "temperature_milli", 2000),
+        ({"temperature": 0.0625}, "temperature_milli", 63),  # 62.5: half away from zero
+        ({"temperature": 0.5625}, "temperature_milli", 563),  # Python's round() gives 562
+        ({"temperature": 0.0004}, "temperature_milli", 0),
+        ({"top_p": 0.0004}, "top_p_milli", 1),  # rounds to 0, then max(1, …)
+        ({"top_p": 0.9}, "top_p_milli", 900),
+        ({"seed": 2**53 - 1}, "seed", 2**53 - 1),
+        ({"max_completion_tokens": 3, "max_tokens": 9}, "max_tokens", 3),
+        ({"max_completion_tokens": None, "max_tokens": 9}, "max_tokens", 9),
+        ({"stop": ["b", "a", "b"]}, "stop", ["b", "a", "b"]),
+        ({"stop": None}, "stop", []),
+    ],
+)
+def test_normalize_values(changes, field, want):
+    assert _norm(**changes)[field] == want
+
+
+def test_normalize_messages():
+    msgs = [
+        {"role": "system", "content": "s"},
+        {
+            "role": "developer",
+            "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b", "x": 1}],
+        },
+        {"role": "assistant"},
+        {"role": "assistant", "content": None, "name": "bot"},
+        {"role": "user", "content": []},
+        {"role": "user", "content": "é€😀\u2028\u0001/"},
+    ]
+    got = _norm(messages=msgs)["messages"]
+    assert got == [
+        {"content": "s", "role": "system"},
+        {"content": "ab", "role": "system"},
+        {"content": "", "role": "assistant"},
+        {"content": "", "role": "assistant"},
+        {"content": "", "role": "user"},
+        {"content": "é€😀\u2028\u0001/", "role": "user"},
+    ]
+    raw = vv.normalize_chat_request(
+        {"model": "m", "messages": [{"role": "user", "content": 'é\u0001"/'}]}
+    )
+    assert b'"content":"\xc3\xa9\\u0001\\"/"' in raw
+
+
+@pytest.mark.parametrize(
+    "changes,param",
+    [
+        ({"foo": 1}, "foo"),
+        ({"zzz": 1, "aaa": 2}, "aaa"),
+        ({"model": 3}, "model"),
+        ({"messages": []}, "messages"),
+        ({"messages": "x"}, "messages"),
+        ({"messages": [1]}, "messages[0]"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content",
+        ),
+        ({"messages": [{"role": "user", "content": "x" * 32769}]}, "messages"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 4097}, "max_tokens"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"max_tokens": 7.0}, "max_tokens"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": "1"}, "temperature"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**53}, "seed"),
+        ({"seed": 7.0}, "seed"),
+        ({"n": 2}, "n"),
+        ({"n": "1"}, "n"),
+        ({"presence_penalty": 0.1}, "presence_penalty"),
+        ({"frequency_penalty": -3}, "frequency_penalty"),
+        ({"logprobs": True}, "logprobs"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["a"] * 5}, "stop"),
+        ({"stop": ["x" * 65]}, "stop"),
+        ({"stop": ["é" * 33]}, "stop"),
+        ({"stop": [1]}, "stop"),
+        ({"stream": "yes"}, "stream"),
+        ({"user": 3}, "user"),
+    ],
+)
+def test_normalize_refuses(changes, param):
+    with pytest.raises(vv.ChatRequestError) as e:
+        _norm(**changes)
+    assert e.value.param == param
+    assert e.value.code == "invalid_value"
+
+
+def test_normalize_unknown_model():
+    with pytest.raises(vv.ChatRequestError) as e:
+        _norm(model="nope")
+    assert (e.value.param, e.value.code) == ("model", "model_not_found")
+    # Without a model list any name is taken.
+    req = {"model": "nope", "messages": [{"role": "user", "content": "x"}]}
+    assert b'"model":"nope"' in vv.normalize_chat_request(req)
+
+
+def test_normalize_accepts_ignored_fields():
+    base = _norm()
+    assert (
+        _norm(
+            n=1,
+            stream=False,
+            user="u",
+            metadata={"a": "b"},
+            store=True,
+            logprobs=False,
+            presence_penalty=0,
+            stream_options={"include_usage": True},
+        )
+        == base
+    )
+
+
+# Merkle tree (§7.3)
+
+
+def _leaf(p: int, t: int, d: int, logit: int) -> bytes:
+    return (
+        p.to_bytes(4, "big")
+        + t.to_bytes(4, "big")
+        + d.to_bytes(8, "big")
+        + logit.to_bytes(4, "big", signed=True)
+    )
+
+
+SPEC_LEAVES = [
+    _leaf(0, 54, 0x1A2B3C4D5E6F7081, 1283),
+    _leaf(1, 74, 0x0123456789ABCDEF, -77),
+    _leaf(2, 71, 0xFEDCBA9876543210, 906),
+]
+
+
+def test_merkle_spec_worked_example():
+    assert [x.hex() for x in SPEC_LEAVES] == [
+        "00000000000000361a2b3c4d5e6f708100000503",
+        "000000010000004a0123456789abcdefffffffb3",
+        "0000000200000047fedcba98765432100000038a",
+    ]
+    h = [vv.trace_leaf_hash(x) for x in SPEC_LEAVES]
+    assert h[0].hex() == "6a3f6df0738be7d8fb07b2446a94ceb0b530f4a3de6e7eddf345cd867495594e"
+    assert h[1].hex() == "a6c93a938aa75174d6878fbc3baf2dc4797c0aa3ad8c15362ccae00d4d02cba3"
+    assert h[2].hex() == "a17b4509db79c02c7023b5141da0000d5e6c824fcc368639fe7314a80d1e60c4"
+    # Independently of the module: SHA-256(0x00 || tag || leaf), SHA-256(0x01 || l || r).
+    assert h[0] == hashlib.sha256(b"\x00vouch/trace/v1" + SPEC_LEAVES[0]).digest()
+    n01 = hashlib.sha256(b"\x01" + h[0] + h[1]).digest()
+    assert n01.hex() == "f543f0a51343a48b9d924ed804753c94f770e75e4934ee1f4d3cd7e7a45737d9"
+    root = hashlib.sha256(b"\x01" + n01 + h[2]).digest()
+    assert root.hex() == "e493c0676a2139a776f371f5af4d2b3798f97c2e4056d9f28475b57205e5b9a3"
+    assert vv.merkle_root(SPEC_LEAVES) == root
+    assert vv.merkle_proof(SPEC_LEAVES, 0) == [h[1], h[2]]
+    assert vv.merkle_proof(SPEC_LEAVES, 1) == [h[0], h[2]]
+    assert vv.merkle_proof(SPEC_LEAVES, 2) == [n01]
+    assert vv.decode_trace_leaf(SPEC_LEAVES[1]) == {
+        "position": 1,
+        "token": 74,
+        "draw": 0x0123456789ABCDEF,
+        "logit": -77,
+    }
+
+
+def test_merkle_shapes():
+    assert vv.merkle_root([]) == bytes(32)
+    a, b, c, d, e = (vv.trace_leaf_hash(x) for x in (b"a", b"b", b"c", b"d", b"e"))
+    node = vv._node_hash
+    assert vv.merkle_root([b"a"]) == a
+    assert vv.merkle_root([b"a", b"b"]) == node(a, b)
+    assert vv.merkle_root([b"a", b"b", b"c"]) == node(node(a, b), c)
+    # Five leaves split at 4: ((ab)(cd)) e.
+    assert vv.merkle_root([b"a", b"b", b"c", b"d", b"e"]) == node(node(node(a, b), node(c, d)), e)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 9, 33])
+def test_merkle_every_opening(n):
+    leaves = [_leaf(i, i + 2, i * 7919, -i) for i in range(n)]
+    root = vv.merkle_root(leaves).hex()
+    for i in range(n):
+        proof = [p.hex() for p in vv.merkle_proof(leaves, i)]
+        vv.verify_merkle_opening(root, n, i, leaves[i].hex(), proof)
+        # Another leaf, another index, another length: refused.
+        with pytest.raises(vv.VerifyError):
+            vv.verify_merkle_opening(
+                root, n, i, leaves[(i + 1) % n].hex() if n > 1 else "00", proof
+            )
+        if n > 1:
+            with pytest.raises(vv.VerifyError):
+                vv.verify_merkle_opening(root, n, (i + 1) % n, leaves[i].hex(), proof)
+        # Every sibling matters: flip one bit in each in turn.
+        for j in range(len(proof)):
+            bad = list(proof)
+            flipped = bytearray.fromhex(proof[j])
+            flipped[31] ^= 1
+            bad[j] = flipped.hex()
+            with pytest.raises(vv.VerifyError, match="does not lead"):
+                vv.verify_merkle_opening(root, n, i, leaves[i].hex(), bad)
+        # A missing or an extra hash: refused before hashing.
+        if proof:
+            with pytest.raises(vv.VerifyError, match="hashes"):
+                vv.verify_merkle_opening(root, n, i, leaves[i].hex(), proof[:-1])
+        with pytest.raises(vv.VerifyError, match="hashes"):
+            vv.verify_merkle_opening(root, n, i, leaves[i].hex(), proof + ["00" * 32])
+    # The length is not hashed into the root, so an opening may also fit a longer tree of
+    # the same shape (3 leaves: leaf 0 has the same path in a tree of 4); that is why
+    # openings are checked against the signed trace_len. A length that changes the depth
+    # of the path is refused.
+    proof0 = [p.hex() for p in vv.merkle_proof(leaves, 0)]
+    if n & (n - 1) == 0:
+        with pytest.raises(vv.VerifyError, match="hashes"):
+            vv.verify_merkle_opening(root, n + 1, 0, leaves[0].hex(), proof0)
+
+
+def test_merkle_three_and_five_wrong_sibling():
+    for n in (3, 5):
+        leaves = [bytes([i]) * 20 for i in range(n)]
+        root = vv.merkle_root(leaves).hex()
+        for i in range(n):
+            proof = [p.hex() for p in vv.merkle_proof(leaves, i)]
+            vv.verify_merkle_opening(root, n, i, leaves[i].hex(), proof)
+            # Swap in a sibling from another leaf's opening (a real hash, just the wrong one).
+            other = [p.hex() for p in vv.merkle_proof(leaves, (i + 1) % n)]
+            for j in range(len(proof)):
+                if j < len(other) and other[j] != proof[j]:
+                    bad = list(proof)
+                    bad[j] = other[j]
+                    with pytest.raises(vv.VerifyError):
+                        vv.verify_merkle_opening(root, n, i, leaves[i].hex(), bad)
+
+
+def test_merkle_opening_input_checks():
+    leaves = SPEC_LEAVES
+    root = vv.merkle_root(leaves).hex()
+    proof = [p.hex() for p in vv.merkle_proof(leaves, 0)]
+    good = leaves[0].hex()
+    for args in [
+        (root.upper(), 3, 0, good, proof),
+        (root, 3, 3, good, proof),
+        (root, 0, 0, good, []),
+        (root, 3, -1, good, proof),
+        (root, 3, 0, good.upper(), proof),
+        (root, 3, 0, "", proof),
+        (root, 3, 0, "0", proof),
+        (root, 3, 0, "00" * 257, proof),
+        (root, 3, 0, good, [proof[0].upper(), proof[1]]),
+        (root, 3, 0, good, "not a list"),
+    ]:
+        with pytest.raises(vv.VerifyError):
+            vv.verify_merkle_opening(*args)
+    with pytest.raises(vv.VerifyError):
+        vv.merkle_proof(leaves, 3)
+
+
+# Chat completions: a synthetic signed answer (no node needed)
+
+SEED = bytes([7]) * 32
+MODEL_IMAGE = "sha256:" + hashlib.sha256(b"vouch test model image").hexdigest()
+CHAT_REQUEST = {
+    "model": "vouch-tiny-1",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    "max_tokens": 8,
+    "temperature": 0,
+}
+LIMITS = {
+    "cpu_millis": 1000,
+    "memory_bytes": 268435456,
+    "output_bytes": 4194304,
+    "pids": 64,
+    "timeout_ms": 30000,
+    "tmpfs_bytes": 16777216,
+}
+
+
+def _output(content="The", tokens=(54, 74, 71, 0), finish="stop", prompt=14) -> bytes:
+    return vv.jcs(
+        {
+            "content": content,
+            "finish_reason": finish,
+            "model": "vouch-tiny-1",
+            "tokens": list(tokens),
+            "usage": {
+                "completion_tokens": len(tokens),
+                "prompt_tokens": prompt,
+                "total_tokens": prompt + len(tokens),
+            },
+        }
+    )
+
+
+def signed_completion(
+    request=CHAT_REQUEST,
+    output: bytes | None = None,
+    *,
+    trace_len=None,
+    image=MODEL_IMAGE,
+    seed=SEED,
+    command=(),
+) -> dict:
+    """A chat.completion as a node would answer it, signed with a test key."""
+    output = _output() if output is None else output
+    out = json.loads(output)
+    inp = vv.normalize_chat_request(request)
+    spec = {
+        "image": image,
+        "command": list(command),
+        "env": [],
+        "input_digest": "sha256:" + hashlib.sha256(inp).hexdigest(),
+        "limits": dict(LIMITS),
+        "determinism": "deterministic",
+        "value_at_risk": "0",
+        "replicas": 1,
+        "nonce": "",
+    }
+    jid = vv.job_id(spec)
+    leaves = [_leaf(i, t, 0, 100) for i, t in enumerate(out["tokens"])]
+    n = len(leaves) if trace_len is None else trace_len
+    fields = {
+        "network_id": vv.network_id("sdk-test").hex(),
+        "operator": "00" * 32,
+        "sequence": 1,
+        "job_id": jid,
+        "image": image,
+        "input_digest": spec["input_digest"],
+        "output_digest": "sha256:" + hashlib.sha256(output).hexdigest(),
+        "output_len": len(output),
+        "exit_code": 0,
+        "trace_root": vv.merkle_root(leaves[:n]).hex(),
+        "trace_len": n,
+        "issued_at_ms": 1795000000000,
+    }
+    receipt = resign(fields, seed)
+    vouch = {
+        "job_id": jid,
+        "spec": spec,
+        "input": inp.decode(),
+        "output": output.decode(),
+        "receipt": receipt,
+        "links": {},
+    }
+    return {
+        "id": "chatcmpl-" + jid[:32],
+        "object": "chat.completion",
+        "created": 1795000000,
+        "model": out["model"],
+        "system_fingerprint": "fp_x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": out["content"], "refusal": None},
+                "logprobs": None,
+                "finish_reason": out["finish_reason"],
+            }
+        ],
+        "usage": dict(out["usage"]),
+        "vouch": vouch,
+    }
+
+
+OPERATOR = Ed25519PrivateKey.from_private_bytes(SEED).public_key().public_bytes_raw().hex()
+
+
+def test_chat_completion_verifies():
+    resp = signed_completion()
+    lines = vv.verify_chat_completion(
+        resp,
+        CHAT_REQUEST,
+        operator=OPERATOR,
+        model_image=MODEL_IMAGE,
+        network="sdk-test",
+        models={"vouch-tiny-1": 4096},
+    )
+    text = "\n".join(lines)
+    for what in (
+        "job id: ok",
+        "receipt: ok",
+        "input: ok",
+        "output: ok",
+        "trace: ok",
+        "model: ok",
+        "operator: ok",
+        "network: ok",
+        "completion: ok",
+    ):
+        assert what in text
+    # SDK dumps add null fields; they do not matter.
+    resp["usage"]["completion_tokens_details"] = None
+    resp["choices"][0]["message"]["tool_calls"] = None
+    vv.verify_chat_completion(resp, CHAT_REQUEST, operator=OPERATOR, model_image=MODEL_IMAGE)
+
+
+def _tamper(path: str, value):
+    resp = signed_completion()
+    obj = resp
+    keys = path.split(".")
+    for k in keys[:-1]:
+        obj = obj[int(k)] if k.isdigit() else obj[k]
+    obj[keys[-1]] = value
+    return resp
+
+
+@pytest.mark.parametrize(
+    "path,value,match",
+    [
+        ("choices.0.message.content", "Thx", "content received differs"),
+        ("choices.0.finish_reason", "length", "finish_reason"),
+        ("model", "gpt-4", "model"),
+        ("usage.prompt_tokens", 13, "usage.prompt_tokens"),
+        ("vouch.output", _output("Thx").decode(), "does not match the signed"),
+        ("vouch.input", vv.normalize_chat_request(dict(CHAT_REQUEST, seed=1)).decode(), "SHA-256"),
+        ("vouch.job_id", "00" * 32, "job id mismatch"),
+        ("vouch.receipt.exit_code", 1, "do not match the encoded"),
+        ("vouch", None, "no `vouch` object"),
+    ],
+)
+def test_chat_completion_tampered(path, value, match):
+    with pytest.raises(vv.VerifyError, match=match):
+        vv.verify_chat_completion(_tamper(path, value), CHAT_REQUEST)
+
+
+def test_chat_completion_binds_request_operator_and_image():
+    resp = signed_completion()
+    with pytest.raises(vv.VerifyError, match="not the normalization"):
+        vv.verify_chat_completion(resp, dict(CHAT_REQUEST, seed=1))
+    with pytest.raises(vv.VerifyError, match="not the normalization"):
+        vv.verify_chat_completion(resp, dict(CHAT_REQUEST, max_tokens=9))
+    with pytest.raises(vv.VerifyError, match="signed by"):
+        vv.verify_chat_completion(resp, CHAT_REQUEST, operator="ab" * 32)
+    with pytest.raises(vv.VerifyError, match="model's image"):
+        vv.verify_chat_completion(resp, CHAT_REQUEST, model_image="sha256:" + "00" * 32)
+    with pytest.raises(vv.VerifyError, match="network"):
+        vv.verify_chat_completion(resp, CHAT_REQUEST, network="vouch-devnet")
+    # The streamed and the plain request are one input.
+    vv.verify_chat_completion(resp, dict(CHAT_REQUEST, stream=False))
+
+
+def test_chat_completion_checks_output_and_trace():
+    # The output must be canonical and self-consistent.
+    noncanon = json.dumps(json.loads(_output()), indent=1).encode()
+    with pytest.raises(vv.VerifyError, match="canonical"):
+        vv.verify_chat_completion(signed_completion(output=noncanon), CHAT_REQUEST)
+    bad_usage = _output().replace(b'"total_tokens":18', b'"total_tokens":19')
+    with pytest.raises(vv.VerifyError, match="total_tokens"):
+        vv.verify_chat_completion(signed_completion(output=bad_usage), CHAT_REQUEST)
+    # One leaf per token.
+    with pytest.raises(vv.VerifyError, match="one leaf per token"):
+        vv.verify_chat_completion(signed_completion(trace_len=3), CHAT_REQUEST)
+    # A spec with a command is not a model job.
+    with pytest.raises(vv.VerifyError, match="command"):
+        vv.verify_chat_completion(signed_completion(command=["step"]), CHAT_REQUEST)
+
+
+def _chunks(resp: dict, include_usage=True, piece=2) -> list[dict]:
+    """Chunks as the node streams them (SPEC.md §7.2)."""
+    base = {k: resp[k] for k in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    content = resp["choices"][0]["message"]["content"]
+    out = [
+        dict(
+            base,
+            choices=[
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+        )
+    ]
+    for i in range(0, len(content), piece):
+        out.append(
+            dict(
+                base,
+                choices=[
+                    {
+                        "index": 0,
+                        "delta": {"content": content[i : i + piece]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+            )
+        )
+    out.append(
+        dict(
+            base,
+            choices=[
+                {
+                    "index": 0,
+                    "delta": {},
+                    "logprobs": None,
+                    "finish_reason": resp["choices"][0]["finish_reason"],
+                }
+            ],
+            vouch=resp["vouch"],
+        )
+    )
+    if include_usage:
+        out.append(dict(base, choices=[], usage=resp["usage"]))
+    return out
+
+
+def test_stream_verifies_and_catches_tampering():
+    req = dict(CHAT_REQUEST, stream=True, stream_options={"include_usage": True})
+    resp = signed_completion(req)
+    chunks = _chunks(resp)
+    lines = vv.verify_stream(chunks, req, operator=OPERATOR, model_image=MODEL_IMAGE)
+    assert any(line.startswith("stream: ok") for line in lines)
+    # SSE text round trip.
+    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    assert vv.parse_sse(sse) == chunks
+    with pytest.raises(vv.VerifyError, match="DONE"):
+        vv.parse_sse(sse.replace("data: [DONE]\n\n", ""))
+
+    bad = copy.deepcopy(chunks)
+    bad[1]["choices"][0]["delta"]["content"] = "X"
+    with pytest.raises(vv.VerifyError, match="streamed content differs"):
+        vv.verify_stream(bad, req)
+    bad = copy.deepcopy(chunks)
+    del bad[-1]  # usage asked for, not sent
+    with pytest.raises(vv.VerifyError, match="include_usage"):
+        vv.verify_stream(bad, req)
+    bad = copy.deepcopy(chunks)
+    bad[-1]["usage"]["completion_tokens"] = 1
+    with pytest.raises(vv.VerifyError, match="usage.completion_tokens"):
+        vv.verify_stream(bad, req)
+    bad = copy.deepcopy(chunks)
+    del bad[-2]["vouch"]
+    with pytest.raises(vv.VerifyError, match="no `vouch` object"):
+        vv.verify_stream(bad, req)
+    bad = copy.deepcopy(chunks)
+    bad[1]["vouch"] = resp["vouch"]
+    with pytest.raises(vv.VerifyError, match="not the finish_reason"):
+        vv.verify_stream(bad, req)
+    # Without include_usage no usage chunk is needed.
+    vv.verify_stream(_chunks(resp, include_usage=False), dict(req, stream_options=None))
+
+
+def test_trace_listing_and_openings():
+    resp = signed_completion()
+    receipt = resp["vouch"]["receipt"]
+    tokens = json.loads(resp["vouch"]["output"])["tokens"]
+    leaves = [_leaf(i, t, 0, 100) for i, t in enumerate(tokens)]
+    listing = {
+        "job_id": receipt["job_id"],
+        "trace_root": receipt["trace_root"],
+        "trace_len": receipt["trace_len"],
+        "leaves": [x.hex() for x in leaves],
+    }
+    decoded = vv.verify_trace(listing, receipt, tokens)
+    assert [d["token"] for d in decoded] == tokens
+    with pytest.raises(vv.VerifyError, match="leaf 1"):
+        vv.verify_trace(listing, receipt, [tokens[0], 99] + tokens[2:])
+    with pytest.raises(vv.VerifyError, match="signed trace root"):
+        vv.verify_trace(dict(listing, leaves=listing["leaves"][::-1]), receipt)
+    for i in range(len(leaves)):
+        opening = {
+            "job_id": receipt["job_id"],
+            "index": i,
+            "leaf": leaves[i].hex(),
+            "proof": [p.hex() for p in vv.merkle_proof(leaves, i)],
+            "trace_root": receipt["trace_root"],
+            "trace_len": receipt["trace_len"],
+        }
+        assert vv.verify_trace_opening(opening, receipt)["token"] == tokens[i]
+        with pytest.raises(vv.VerifyError, match="differs from the signed"):
+            vv.verify_trace_opening(dict(opening, trace_root="00" * 32), receipt)

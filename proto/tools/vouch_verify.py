@@ -12,7 +12,9 @@ Usage:
 
 Library functions: jcs, job_id, validate_spec, encode_receipt, decode_receipt,
 signing_root, verify_signature, verify_signed_receipt, verify_receipt_json, verify_job,
-network_id.
+network_id; for inference (SPEC.md §7): normalize_chat_request, verify_chat_completion,
+verify_stream, parse_sse, merkle_root, merkle_proof, verify_merkle_opening,
+verify_trace_opening, verify_trace, decode_trace_leaf.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import sys
 import urllib.error
@@ -625,7 +628,713 @@ def verify_job(
     return done
 
 
-# --- SPEC.md §7: test vectors ------------------------------------------------------------
+# --- SPEC.md §7: inference (chat completions, traces, Merkle openings) --------------------
+
+TAG_TRACE = b"vouch/trace/v1"
+MAX_LEAF_BYTES = 256
+TRACE_LEAF_LEN = 20
+ZERO_ROOT = bytes(32)
+
+MAX_PROMPT_BYTES = 32 * 1024
+DEFAULT_MAX_TOKENS = 256
+MAX_STOPS = 4
+MAX_STOP_BYTES = 64
+
+# Every field an OpenAI chat request may carry on a Vouch node (§7.1); others are refused.
+CHAT_REQUEST_FIELDS = (
+    "frequency_penalty",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "messages",
+    "metadata",
+    "model",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "user",
+)
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+CHAT_OUTPUT_FIELDS = ("content", "finish_reason", "model", "tokens", "usage")
+USAGE_FIELDS = ("completion_tokens", "prompt_tokens", "total_tokens")
+FINISH_REASONS = ("stop", "length")
+
+
+class ChatRequestError(VerifyError):
+    """A chat request a node refuses (§7.1). `param` names the field, as in OpenAI's error
+    object; `code` is the node's error code (`invalid_value` or `model_not_found`)."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
+        super().__init__(f"{param}: {message}" if param else message)
+        self.param = param
+        self.code = code
+
+
+_MISSING = object()
+
+
+def _round_half_away(x: float) -> int:
+    """Rounds a non-negative double to the nearest integer, halves away from zero (Rust's
+    f64::round). Python's round() rounds halves to even, which differs at x.5."""
+    f = math.floor(x)
+    return int(f) + 1 if x - f >= 0.5 else int(f)
+
+
+def _utf8_len(s: str) -> int:
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def normalize_chat_request(req: Any, models: dict[str, int] | None = None) -> bytes:
+    """The workload input a node derives from an OpenAI chat request (SPEC.md §7.1): the
+    RFC 8785 form of {max_tokens, messages: [{content, role}], model, seed, stop,
+    temperature_milli, top_p_milli}.
+
+    `models` maps the node's model names to their largest `max_tokens` (as `GET /v1/models`
+    reports them in `vouch.max_tokens`); with it, an unknown model and a too large
+    `max_tokens` are refused, and the default `max_tokens` is min(256, the model's limit).
+    Without it, any model name is taken and the default is 256. Raises ChatRequestError for
+    a request the node refuses, naming the same `param`."""
+    if not isinstance(req, dict):
+        raise ChatRequestError("", "the request body must be a JSON object")
+    for k in sorted(req, key=lambda k: k.encode("utf-8", "surrogatepass")):
+        if k not in CHAT_REQUEST_FIELDS:
+            raise ChatRequestError(k, f"Unrecognized request argument supplied: {k}")
+
+    def present(key: str) -> bool:
+        return req.get(key) is not None
+
+    model = req.get("model", _MISSING)
+    if model is _MISSING:
+        raise ChatRequestError("model", "you must provide a model parameter")
+    if not isinstance(model, str):
+        raise ChatRequestError("model", "model must be a string")
+    model_limit: int | None = None
+    if models is not None:
+        if model not in models:
+            raise ChatRequestError(
+                "model", f"the model {model!r} does not exist", "model_not_found"
+            )
+        model_limit = models[model]
+
+    messages = req.get("messages", _MISSING)
+    if messages is _MISSING:
+        raise ChatRequestError("messages", "missing required parameter: messages")
+    if not isinstance(messages, list):
+        raise ChatRequestError("messages", "messages must be an array")
+    if not messages:
+        raise ChatRequestError("messages", "messages must not be empty")
+    normalized: list[dict[str, str]] = []
+    prompt_bytes = 0
+    for i, m in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise ChatRequestError(param, "each message must be an object")
+        role = m.get("role")
+        if not isinstance(role, str):
+            raise ChatRequestError(f"{param}.role", "each message needs a role")
+        if role not in _ROLES:
+            raise ChatRequestError(f"{param}.role", f"role {role!r} is not supported")
+        role = _ROLES[role]
+        content = m.get("content", _MISSING)
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            parts: list[str] = []
+            for p in content:
+                if (
+                    not isinstance(p, dict)
+                    or p.get("type") != "text"
+                    or not isinstance(p.get("text"), str)
+                ):
+                    raise ChatRequestError(
+                        f"{param}.content", "only text content parts are supported"
+                    )
+                parts.append(p["text"])
+            text = "".join(parts)
+        elif (content is None or content is _MISSING) and role == "assistant":
+            text = ""
+        else:
+            raise ChatRequestError(
+                f"{param}.content", "content must be a string or an array of text parts"
+            )
+        prompt_bytes += _utf8_len(text)
+        normalized.append({"content": text, "role": role})
+    if prompt_bytes > MAX_PROMPT_BYTES:
+        raise ChatRequestError(
+            "messages", f"the prompt has {prompt_bytes} bytes, at most {MAX_PROMPT_BYTES}"
+        )
+
+    def uint(key: str) -> int | None:
+        v = req.get(key)
+        if v is None:
+            return None
+        if type(v) is not int or not 0 <= v <= MAX_SAFE_INTEGER:
+            raise ChatRequestError(key, f"{key} must be a non-negative integer")
+        return v
+
+    def number(key: str, lo: float, hi: float, default: float) -> float:
+        v = req.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ChatRequestError(key, f"{key} must be a number between {lo} and {hi}")
+        try:
+            x = float(v)
+        except OverflowError:
+            raise ChatRequestError(key, f"{key} must be a number between {lo} and {hi}") from None
+        if not lo <= x <= hi:
+            raise ChatRequestError(key, f"{key} must be a number between {lo} and {hi}")
+        return x
+
+    max_completion_tokens = uint("max_completion_tokens")
+    max_tokens = uint("max_tokens")
+    if max_completion_tokens is not None:
+        max_tokens = max_completion_tokens
+    if max_tokens is None:
+        max_tokens = (
+            DEFAULT_MAX_TOKENS if model_limit is None else min(DEFAULT_MAX_TOKENS, model_limit)
+        )
+    if max_tokens == 0 or (model_limit is not None and max_tokens > model_limit):
+        param = "max_completion_tokens" if "max_completion_tokens" in req else "max_tokens"
+        raise ChatRequestError(param, f"{param} must be between 1 and the model's limit")
+    temperature = number("temperature", 0.0, 2.0, 1.0)
+    top_p = number("top_p", 0.0, 1.0, 1.0)
+    if top_p == 0.0:
+        raise ChatRequestError("top_p", "top_p must be greater than 0")
+    seed = uint("seed")
+    n = uint("n")
+    if n is not None and n != 1:
+        raise ChatRequestError("n", "a node generates one choice per request (n = 1)")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if number(key, -2.0, 2.0, 0.0) != 0.0:
+            raise ChatRequestError(key, f"{key} is not supported; leave it at 0")
+    if present("logprobs") and req["logprobs"] is not False:
+        raise ChatRequestError("logprobs", "logprobs are not supported")
+    stop = req.get("stop")
+    if stop is None:
+        stops: list[str] = []
+    elif isinstance(stop, str):
+        stops = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = list(stop)
+    else:
+        raise ChatRequestError("stop", "stop must be a string or an array of strings")
+    if len(stops) > MAX_STOPS or any(s == "" or _utf8_len(s) > MAX_STOP_BYTES for s in stops):
+        raise ChatRequestError(
+            "stop", f"up to {MAX_STOPS} stop sequences of 1 to {MAX_STOP_BYTES} bytes"
+        )
+    if present("stream") and not isinstance(req["stream"], bool):
+        raise ChatRequestError("stream", "stream must be a boolean")
+    if present("user") and not isinstance(req["user"], str):
+        raise ChatRequestError("user", "user must be a string")
+
+    return jcs(
+        {
+            "max_tokens": max_tokens,
+            "messages": normalized,
+            "model": model,
+            "seed": 0 if seed is None else seed,
+            "stop": stops,
+            "temperature_milli": _round_half_away(temperature * 1000.0),
+            "top_p_milli": max(_round_half_away(top_p * 1000.0), 1),
+        }
+    )
+
+
+def parse_chat_output(output: bytes) -> dict:
+    """Parses and checks the model workload's stdout (SPEC.md §7.2): canonical JSON with
+    exactly content, finish_reason, model, tokens and usage, the counts consistent."""
+    out = loads(output)
+    if not isinstance(out, dict) or set(out) != set(CHAT_OUTPUT_FIELDS):
+        got = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise VerifyError(
+            f"model output: fields must be exactly {list(CHAT_OUTPUT_FIELDS)}, got {got}"
+        )
+    if not isinstance(out["content"], str):
+        raise VerifyError("model output: content must be a string")
+    if out["finish_reason"] not in FINISH_REASONS:
+        raise VerifyError(
+            f"model output: finish_reason {out['finish_reason']!r} is not stop or length"
+        )
+    if not isinstance(out["model"], str):
+        raise VerifyError("model output: model must be a string")
+    tokens = out["tokens"]
+    if not isinstance(tokens, list):
+        raise VerifyError("model output: tokens must be an array")
+    for t in tokens:
+        _uint("model output: token", t, U32_MAX)
+    usage = out["usage"]
+    if not isinstance(usage, dict) or set(usage) != set(USAGE_FIELDS):
+        raise VerifyError(f"model output: usage must have exactly {list(USAGE_FIELDS)}")
+    for k in USAGE_FIELDS:
+        _uint(f"model output: usage.{k}", usage[k], MAX_SAFE_INTEGER)
+    if usage["total_tokens"] != usage["prompt_tokens"] + usage["completion_tokens"]:
+        raise VerifyError(
+            "model output: usage.total_tokens is not prompt_tokens + completion_tokens"
+        )
+    if usage["completion_tokens"] != len(tokens):
+        raise VerifyError(
+            f"model output: usage.completion_tokens {usage['completion_tokens']} but "
+            f"{len(tokens)} tokens"
+        )
+    if jcs(out) != output:
+        raise VerifyError("model output is not in canonical form (RFC 8785)")
+    return out
+
+
+def verify_vouch(
+    vouch: Any,
+    request: dict,
+    operator: str | None = None,
+    model_image: str | None = None,
+    network: str | None = None,
+    models: dict[str, int] | None = None,
+) -> tuple[dict, list[str]]:
+    """Checks the `vouch` object of a chat completion (SPEC.md §7.4, steps 1-8) against the
+    request the client sent. Returns the parsed model output and one line per check;
+    raises VerifyError on the first failure."""
+    done: list[str] = []
+    if not isinstance(vouch, dict):
+        raise VerifyError(
+            "the response carries no `vouch` object: there is nothing signed to check"
+        )
+    for k in ("job_id", "spec", "input", "output", "receipt"):
+        if k not in vouch:
+            raise VerifyError(f"vouch: missing field {k}")
+    spec = vouch["spec"]
+    computed = job_id(spec)
+    if vouch["job_id"] != computed:
+        raise VerifyError(
+            f"job id mismatch: the spec hashes to {computed}, vouch.job_id is {vouch['job_id']}"
+        )
+    done.append(f"job id: ok ({computed})")
+    if spec["command"] != [] or spec["env"] != []:
+        raise VerifyError("the spec's command and env must be empty for a model job (§7.5)")
+    if spec["determinism"] != "deterministic":
+        raise VerifyError("a model job must be marked deterministic (§7.5)")
+    receipt = vouch["receipt"]
+    verify_receipt_json(receipt)
+    done.append(f"receipt: ok (signature by {receipt['operator']}, sequence {receipt['sequence']})")
+    for field in ("job_id", "image", "input_digest"):
+        mine = computed if field == "job_id" else spec[field]
+        if receipt[field] != mine:
+            raise VerifyError(
+                f"the receipt is not about this spec: receipt {field} {receipt[field]}, spec {mine}"
+            )
+    done.append("binding: ok (receipt job_id, image and input_digest are the spec's)")
+    if receipt["exit_code"] != 0:
+        raise VerifyError(f"the model exited with {receipt['exit_code']}")
+
+    text_in = vouch["input"]
+    if not isinstance(text_in, str):
+        raise VerifyError("vouch.input must be a string")
+    try:
+        input_bytes = text_in.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VerifyError("vouch.input is not Unicode text") from None
+    got = "sha256:" + hashlib.sha256(input_bytes).hexdigest()
+    if got != receipt["input_digest"]:
+        raise VerifyError(
+            f"SHA-256(vouch.input) is {got}, the receipt signs {receipt['input_digest']}"
+        )
+    mine_in = normalize_chat_request(request, models)
+    if input_bytes != mine_in:
+        raise VerifyError(
+            "the signed input is not the normalization of the request sent:\n"
+            f"  signed {text_in}\n  mine   {mine_in.decode('utf-8', 'replace')}"
+        )
+    done.append(f"input: ok (the request normalizes to the signed input, {got})")
+
+    text_out = vouch["output"]
+    if not isinstance(text_out, str):
+        raise VerifyError("vouch.output must be a string")
+    try:
+        output = text_out.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VerifyError("vouch.output is not Unicode text") from None
+    got = "sha256:" + hashlib.sha256(output).hexdigest()
+    if len(output) != receipt["output_len"] or got != receipt["output_digest"]:
+        raise VerifyError(
+            f"vouch.output ({len(output)} bytes, {got}) does not match the signed "
+            f"output_len {receipt['output_len']} / output_digest {receipt['output_digest']}"
+        )
+    out = parse_chat_output(output)
+    if out["model"] != request.get("model"):
+        raise VerifyError(
+            f"the output names model {out['model']!r}, the request {request.get('model')!r}"
+        )
+    done.append(f"output: ok ({len(output)} bytes, {got})")
+
+    n = out["usage"]["completion_tokens"]
+    root = _hex32("receipt.trace_root", receipt["trace_root"])
+    if receipt["trace_len"] != n or (root == ZERO_ROOT) != (n == 0):
+        raise VerifyError(
+            f"the signed trace has {receipt['trace_len']} leaves (root {receipt['trace_root']}), "
+            f"but {n} tokens were generated (one leaf per token, §7.3)"
+        )
+    done.append(f"trace: ok ({n} leaves committed by root {receipt['trace_root']})")
+
+    if model_image is not None:
+        _digest("model image", model_image)
+        if receipt["image"] != model_image:
+            raise VerifyError(f"ran image {receipt['image']}, the model's image is {model_image}")
+        done.append(f"model: ok ({out['model']} = image {model_image})")
+    else:
+        done.append("model: NOT CHECKED (pass the model's image id from GET /v1/models)")
+    if operator is not None:
+        want = operator.strip().lower()
+        _hex32("operator", want)
+        if receipt["operator"] != want:
+            raise VerifyError(f"signed by {receipt['operator']}, expected {want}")
+        done.append("operator: ok (the expected key signed)")
+    else:
+        done.append("operator: NOT CHECKED (pass the operator key you trust)")
+    if network is not None:
+        want_net = network_id(network).hex()
+        if receipt["network_id"] != want_net:
+            raise VerifyError(
+                f"receipt is for network {receipt['network_id']}, expected {want_net}"
+            )
+        done.append(f"network: ok ({want_net})")
+    return out, done
+
+
+def _check_usage(usage: Any, out: dict, where: str) -> None:
+    if not isinstance(usage, dict):
+        raise VerifyError(f"{where}: usage must be an object")
+    for k in USAGE_FIELDS:
+        if usage.get(k) != out["usage"][k]:
+            raise VerifyError(
+                f"{where}: usage.{k} is {usage.get(k)!r}, the signed output says {out['usage'][k]}"
+            )
+
+
+def verify_chat_completion(
+    resp: dict,
+    request: dict,
+    operator: str | None = None,
+    model_image: str | None = None,
+    network: str | None = None,
+    models: dict[str, int] | None = None,
+) -> list[str]:
+    """Verifies a (non-streamed) `POST /v1/chat/completions` response against the request
+    that was sent (SPEC.md §7.4): the receipt, the input, the output, and that the
+    content, finish_reason, model and usage received are the signed ones. `operator`: the
+    operator key (hex) you trust; `model_image`: the model's image id (`sha256:…`) from
+    `GET /v1/models`. Returns one line per check; raises VerifyError on the first failure."""
+    if not isinstance(resp, dict):
+        raise VerifyError("response: expected a JSON object")
+    out, done = verify_vouch(resp.get("vouch"), request, operator, model_image, network, models)
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+        raise VerifyError("response: expected exactly one choice")
+    choice = choices[0]
+    msg = choice.get("message")
+    if not isinstance(msg, dict) or msg.get("role") != "assistant":
+        raise VerifyError("response: choices[0].message must be an assistant message")
+    if msg.get("content") != out["content"]:
+        raise VerifyError(
+            f"the content received differs from the signed content:\n"
+            f"  received {msg.get('content')!r}\n  signed   {out['content']!r}"
+        )
+    if choice.get("finish_reason") != out["finish_reason"]:
+        raise VerifyError(
+            f"finish_reason {choice.get('finish_reason')!r} differs from the signed {out['finish_reason']!r}"
+        )
+    if resp.get("model") != out["model"]:
+        raise VerifyError(f"model {resp.get('model')!r} differs from the signed {out['model']!r}")
+    _check_usage(resp.get("usage"), out, "response")
+    done.append("completion: ok (content, finish_reason, model and usage are the signed ones)")
+    return done
+
+
+def parse_sse(body: str | bytes) -> list[dict]:
+    """The JSON chunks of an SSE chat stream (`data: {...}` events up to `data: [DONE]`)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8")
+    chunks: list[dict] = []
+    done = False
+    for event in re.split(r"\r?\n\r?\n", body):
+        data = "\n".join(
+            line[5:].lstrip(" ") if line.startswith("data:") else ""
+            for line in event.splitlines()
+            if line.startswith("data:")
+        )
+        if not data:
+            continue
+        if done:
+            raise VerifyError("stream: an event after data: [DONE]")
+        if data == "[DONE]":
+            done = True
+            continue
+        chunks.append(loads(data))
+    if not done:
+        raise VerifyError("stream: it did not end with data: [DONE]")
+    return chunks
+
+
+def verify_stream(
+    chunks: list[dict],
+    request: dict,
+    operator: str | None = None,
+    model_image: str | None = None,
+    network: str | None = None,
+    models: dict[str, int] | None = None,
+) -> list[str]:
+    """Verifies a streamed chat completion (`stream: true`): `chunks` are the parsed `data:`
+    events before `[DONE]`. The content deltas concatenated must be the signed content; the
+    chunk carrying `finish_reason` carries the `vouch` object (SPEC.md §7.4)."""
+    if not isinstance(chunks, list) or not chunks:
+        raise VerifyError("stream: no chunks")
+    parts: list[str] = []
+    finish: str | None = None
+    vouch: Any = None
+    usage: Any = None
+    ids = set()
+    models_seen = set()
+    for i, ch in enumerate(chunks):
+        if not isinstance(ch, dict) or ch.get("object") != "chat.completion.chunk":
+            raise VerifyError(f"stream: chunk {i} is not a chat.completion.chunk")
+        ids.add(ch.get("id"))
+        models_seen.add(ch.get("model"))
+        choices = ch.get("choices")
+        if not isinstance(choices, list):
+            raise VerifyError(f"stream: chunk {i} has no choices array")
+        finished_here = False
+        for c in choices:
+            if not isinstance(c, dict) or c.get("index", 0) != 0:
+                raise VerifyError(f"stream: chunk {i} has a choice other than index 0")
+            delta = c.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise VerifyError(f"stream: chunk {i} has a delta that is not an object")
+            piece = delta.get("content")
+            if piece is not None:
+                if not isinstance(piece, str):
+                    raise VerifyError(f"stream: chunk {i} has non-text content")
+                if finish is not None and piece:
+                    raise VerifyError(f"stream: chunk {i} has content after the finish_reason")
+                parts.append(piece)
+            if c.get("finish_reason") is not None:
+                if finish is not None:
+                    raise VerifyError(f"stream: chunk {i} has a second finish_reason")
+                finish = c["finish_reason"]
+                finished_here = True
+        if ch.get("vouch") is not None:
+            if vouch is not None:
+                raise VerifyError(f"stream: chunk {i} has a second vouch object")
+            if not finished_here:
+                raise VerifyError(
+                    f"stream: chunk {i} has the vouch object but not the finish_reason"
+                )
+            vouch = ch["vouch"]
+        if ch.get("usage") is not None:
+            if usage is not None:
+                raise VerifyError(f"stream: chunk {i} has a second usage")
+            usage = ch["usage"]
+    if len(ids) != 1:
+        raise VerifyError(f"stream: chunks carry different ids {sorted(map(str, ids))}")
+    if finish is None:
+        raise VerifyError("stream: no chunk has a finish_reason")
+    out, done = verify_vouch(vouch, request, operator, model_image, network, models)
+    content = "".join(parts)
+    if content != out["content"]:
+        raise VerifyError(
+            f"the streamed content differs from the signed content:\n"
+            f"  received {content!r}\n  signed   {out['content']!r}"
+        )
+    if finish != out["finish_reason"]:
+        raise VerifyError(
+            f"finish_reason {finish!r} differs from the signed {out['finish_reason']!r}"
+        )
+    if models_seen != {out["model"]}:
+        raise VerifyError(
+            f"stream: model {sorted(map(str, models_seen))} differs from the signed {out['model']!r}"
+        )
+    opts = request.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True and usage is None:
+        raise VerifyError("stream: include_usage was asked for but no chunk carries usage")
+    if usage is not None:
+        _check_usage(usage, out, "stream")
+    done.append(
+        f"stream: ok ({len(chunks)} chunks; deltas concatenate to the signed content; "
+        f"finish_reason{', usage' if usage is not None else ''} and model are the signed ones)"
+    )
+    return done
+
+
+# Merkle tree over trace leaves (§7.3): RFC 6962 shape, domain-separated hashes.
+
+
+def trace_leaf_hash(leaf: bytes) -> bytes:
+    """SHA-256(0x00 || "vouch/trace/v1" || leaf)."""
+    return hashlib.sha256(b"\x00" + TAG_TRACE + bytes(leaf)).digest()
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly below n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _root_of_hashes(hashes: list[bytes]) -> bytes:
+    if not hashes:
+        return ZERO_ROOT
+    if len(hashes) == 1:
+        return hashes[0]
+    k = _split(len(hashes))
+    return _node_hash(_root_of_hashes(hashes[:k]), _root_of_hashes(hashes[k:]))
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """The trace root over `leaves` (32 zero bytes for none)."""
+    return _root_of_hashes([trace_leaf_hash(x) for x in leaves])
+
+
+def merkle_proof(leaves: list[bytes], index: int) -> list[bytes]:
+    """The opening of leaf `index`: the sibling hashes from the leaf up to the root."""
+    if not 0 <= index < len(leaves):
+        raise VerifyError(f"index {index} is not below the number of leaves {len(leaves)}")
+    hashes = [trace_leaf_hash(x) for x in leaves]
+    path: list[bytes] = []
+
+    def rec(hs: list[bytes], i: int) -> None:
+        if len(hs) <= 1:
+            return
+        k = _split(len(hs))
+        if i < k:
+            rec(hs[:k], i)
+            path.append(_root_of_hashes(hs[k:]))
+        else:
+            rec(hs[k:], i - k)
+            path.append(_root_of_hashes(hs[:k]))
+
+    rec(hashes, index)
+    return path
+
+
+def _leaf_hex(what: str, s: Any) -> bytes:
+    if not isinstance(s, str) or not re.fullmatch(r"(?:[0-9a-f]{2})+", s):
+        raise VerifyError(f"{what}: expected lowercase hex of 1..={MAX_LEAF_BYTES} bytes")
+    b = bytes.fromhex(s)
+    if len(b) > MAX_LEAF_BYTES:
+        raise VerifyError(f"{what}: {len(b)} bytes is over {MAX_LEAF_BYTES}")
+    return b
+
+
+def verify_merkle_opening(
+    root_hex: str, length: int, index: int, leaf_hex: str, proof_hex_list: list[str]
+) -> None:
+    """Checks that `leaf_hex` is leaf `index` of a trace of `length` leaves whose root is
+    `root_hex`, given its opening (sibling hashes from the leaf up). Raises VerifyError."""
+    root = _hex32("trace_root", root_hex)
+    _uint("trace_len", length, U64_MAX)
+    _uint("index", index, U64_MAX)
+    if index >= length:
+        raise VerifyError(f"index {index} is not below the trace length {length}")
+    leaf = _leaf_hex("leaf", leaf_hex)
+    if not isinstance(proof_hex_list, list):
+        raise VerifyError("proof: expected an array of hashes")
+    proof = [_hex32(f"proof[{j}]", h) for j, h in enumerate(proof_hex_list)]
+    # Walk down the splits the tree was built with, recording the side taken at each level.
+    n, i = length, index
+    sides: list[bool] = []  # True: our subtree is the right child
+    while n > 1:
+        k = _split(n)
+        if i < k:
+            sides.append(False)
+            n = k
+        else:
+            sides.append(True)
+            i -= k
+            n -= k
+    if len(sides) != len(proof):
+        raise VerifyError(
+            f"the opening has {len(proof)} hashes; leaf {index} of {length} needs {len(sides)}"
+        )
+    acc = trace_leaf_hash(leaf)
+    for sibling, on_right in zip(proof, reversed(sides), strict=True):
+        acc = _node_hash(sibling, acc) if on_right else _node_hash(acc, sibling)
+    if acc != root:
+        raise VerifyError("the opening does not lead to the signed trace root")
+
+
+def decode_trace_leaf(leaf: bytes) -> dict:
+    """The fields of a vouch-tiny-1 trace leaf (§7.3): position u32 BE, token u32 BE,
+    draw u64 BE, logit i32 BE."""
+    if len(leaf) != TRACE_LEAF_LEN:
+        raise VerifyError(f"trace leaf: expected {TRACE_LEAF_LEN} bytes, got {len(leaf)}")
+    return {
+        "position": int.from_bytes(leaf[0:4], "big"),
+        "token": int.from_bytes(leaf[4:8], "big"),
+        "draw": int.from_bytes(leaf[8:16], "big"),
+        "logit": int.from_bytes(leaf[16:20], "big", signed=True),
+    }
+
+
+def verify_trace_opening(opening: dict, receipt: dict) -> dict:
+    """Checks a `GET /v1/jobs/{id}/trace/{index}` answer against a receipt (already
+    verified, §4.2): same job, the signed root and length, and the opening. Returns the
+    decoded leaf when it is a 20-byte model leaf, else {"leaf": bytes}."""
+    if not isinstance(opening, dict):
+        raise VerifyError("trace opening: expected a JSON object")
+    for k in ("job_id", "index", "leaf", "proof"):
+        if k not in opening:
+            raise VerifyError(f"trace opening: missing field {k}")
+    if opening["job_id"] != receipt["job_id"]:
+        raise VerifyError("trace opening: it is about another job")
+    # The root and length that count are the signed ones, not what the opening restates.
+    for k in ("trace_root", "trace_len"):
+        if k in opening and opening[k] != receipt[k]:
+            raise VerifyError(
+                f"trace opening: {k} {opening[k]!r} differs from the signed {receipt[k]!r}"
+            )
+    verify_merkle_opening(
+        receipt["trace_root"],
+        receipt["trace_len"],
+        opening["index"],
+        opening["leaf"],
+        opening["proof"],
+    )
+    leaf = bytes.fromhex(opening["leaf"])
+    return decode_trace_leaf(leaf) if len(leaf) == TRACE_LEAF_LEN else {"leaf": leaf}
+
+
+def verify_trace(trace: dict, receipt: dict, tokens: list[int] | None = None) -> list[dict]:
+    """Checks a `GET /v1/jobs/{id}/trace` answer against a receipt (already verified): the
+    leaves hash to the signed root and are as many as signed. With `tokens` (the model
+    output's), each 20-byte leaf must be at its position and name that token. Returns the
+    decoded leaves."""
+    if not isinstance(trace, dict) or not isinstance(trace.get("leaves"), list):
+        raise VerifyError("trace: expected an object with a leaves array")
+    if trace.get("job_id") != receipt["job_id"]:
+        raise VerifyError("trace: it is about another job")
+    leaves = [_leaf_hex(f"leaves[{i}]", x) for i, x in enumerate(trace["leaves"])]
+    if len(leaves) != receipt["trace_len"]:
+        raise VerifyError(f"trace: {len(leaves)} leaves, the receipt signs {receipt['trace_len']}")
+    if merkle_root(leaves).hex() != receipt["trace_root"]:
+        raise VerifyError("trace: the leaves do not hash to the signed trace root")
+    decoded = [decode_trace_leaf(x) for x in leaves]
+    if tokens is not None:
+        if len(tokens) != len(decoded):
+            raise VerifyError(f"trace: {len(decoded)} leaves for {len(tokens)} tokens")
+        for i, (d, t) in enumerate(zip(decoded, tokens, strict=True)):
+            if d["position"] != i or d["token"] != t:
+                raise VerifyError(
+                    f"trace: leaf {i} is position {d['position']} token {d['token']}, expected {i} / {t}"
+                )
+    return decoded
+
+
+# --- SPEC.md §8: test vectors ------------------------------------------------------------
 
 
 def check_vectors(path: str | Path, log=print) -> tuple[int, int]:
@@ -771,6 +1480,22 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_chat(args: argparse.Namespace) -> int:
+    with open(args.response, encoding="utf-8") as f:
+        resp = json.load(f)
+    with open(args.request, encoding="utf-8") as f:
+        request = json.load(f)
+    try:
+        lines = verify_chat_completion(resp, request, operator=args.operator, model_image=args.model_image)
+    except (VerifyError, ChatRequestError) as e:
+        print(f"FAILED: {e}")
+        return 1
+    for line in lines:
+        print(line)
+    print("verified")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="vouch_verify.py",
@@ -792,6 +1517,12 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--operator", help="the operator key you expect (64 hex)")
     j.add_argument("--network", help="the network name or 64-hex id you expect")
     j.set_defaults(func=_cmd_job)
+    c = sub.add_parser("chat", help="verify a saved chat completion against the request sent")
+    c.add_argument("--response", required=True, help="the saved POST /v1/chat/completions response")
+    c.add_argument("--request", required=True, help="the request body that was sent")
+    c.add_argument("--operator", help="the operator key you expect (64 hex)")
+    c.add_argument("--model-image", help="the model's image id (sha256:…) from GET /v1/models")
+    c.set_defaults(func=_cmd_chat)
     args = p.parse_args(argv)
     if args.cmd == "job" and args.output_file and not args.file:
         p.error("--output-file goes with --file (with --url the output is fetched)")
