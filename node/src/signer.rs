@@ -249,11 +249,15 @@ impl SigningStore {
     ) -> Result<SignedReceipt, SignError> {
         let signature = self.key.sign(&receipt.signing_root()).to_bytes();
         // Keeping the signature is a convenience: if this write is lost, signing the same
-        // recorded root again yields the same bytes.
-        conn.execute(
+        // recorded root again yields the same bytes. So it does not pay for its own fsync;
+        // it becomes durable with the next FULL commit or checkpoint.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let updated = conn.execute(
             "UPDATE signed_receipts SET signature = ?1 WHERE job_id = ?2",
             params![signature.to_vec(), receipt.job_id.0.to_vec()],
-        )?;
+        );
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        updated?;
         Ok(SignedReceipt { receipt, signature })
     }
 
@@ -575,4 +579,41 @@ pub struct ImportSummary {
     pub imported: usize,
     /// Entries already present.
     pub skipped: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_commits_are_fully_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SigningStore::open(
+            &dir.path().join("h.sqlite"),
+            SigningKey::from_bytes(&[1; 32]),
+            NetworkId::from_name("t"),
+        )
+        .unwrap();
+        let body = ResultBody {
+            job_id: JobId([1; 32]),
+            image: Digest([2; 32]),
+            input_digest: Digest([3; 32]),
+            output_digest: Digest([4; 32]),
+            output_len: 1,
+            exit_code: 0,
+            trace_root: Root32::default(),
+            trace_len: 0,
+        };
+        store.sign_result(&body).unwrap();
+        let conn = store.conn.lock().unwrap();
+        // 2 = FULL: every later check-and-record commit is durable before it returns.
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
 }
