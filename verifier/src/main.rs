@@ -1,4 +1,4 @@
-//! `vouch-verifier`: the collateral ledger, disputes and slashing will live here.
+//! `vouch-verifier` binary: receipt checks for challengers (the ledger is in the library).
 //!
 //! For now it offers the one check every challenger starts with: does a receipt verify,
 //! and is it about the job spec it came with.

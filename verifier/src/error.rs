@@ -1,0 +1,140 @@
+//! Errors of the collateral ledger.
+
+use crate::requests::Key;
+
+/// Why the ledger refused a request or could not answer a query.
+///
+/// A refused request changes nothing: no balance, no nonce, no event. Every variant but
+/// [`LedgerError::Storage`], [`LedgerError::Corrupt`] and [`LedgerError::Conservation`]
+/// is the client's to fix and says how; those three are faults of the verifier itself
+/// (map them to a generic 500 and log them).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The restaker's deposited (not queued) balance is smaller than the amount.
+    #[error("insufficient balance of {asset} for {restaker}: have {available}, need {requested}")]
+    InsufficientBalance {
+        /// Who asked.
+        restaker: Key,
+        /// Which asset.
+        asset: String,
+        /// What is deposited and not queued for withdrawal.
+        available: u128,
+        /// What was asked for.
+        requested: u128,
+    },
+    /// The restaker has no balance, delegation or withdrawal with the ledger.
+    #[error("unknown restaker {0}: deposit first")]
+    UnknownRestaker(Key),
+    /// No operator registered under this key.
+    #[error("unknown operator {0}: it must send register_operator first")]
+    UnknownOperator(Key),
+    /// The asset was never registered by the verifier.
+    #[error("unknown asset {0:?}: the verifier must register it first")]
+    UnknownAsset(String),
+    /// `register_asset` for a name that already exists.
+    #[error("asset {0:?} is already registered")]
+    AssetExists(String),
+    /// `register_operator` for a key that already exists.
+    #[error("operator {0} is already registered")]
+    OperatorExists(Key),
+    /// No queued withdrawal with this id belongs to the restaker.
+    #[error("no queued withdrawal {id} for {restaker}")]
+    UnknownWithdrawal {
+        /// Who asked.
+        restaker: Key,
+        /// The id given.
+        id: u64,
+    },
+    /// The nonce is not above the last one this actor used.
+    #[error("replayed nonce {nonce} for {actor}: the last accepted nonce is {last}; sign again with a larger one")]
+    ReplayedNonce {
+        /// Who signed.
+        actor: Key,
+        /// The nonce given.
+        nonce: u64,
+        /// The last nonce accepted from this actor.
+        last: u64,
+    },
+    /// A signature does not verify for the claimed key and the request's signing root.
+    #[error("bad {which} signature: it does not verify for {key} over this request's signing root (check the network id and that every field was signed as sent)")]
+    BadSignature {
+        /// `"actor"` or `"peer"`.
+        which: &'static str,
+        /// The key it was checked against.
+        key: Key,
+    },
+    /// `register_operator` without the peer key's signature.
+    #[error(
+        "register_operator needs peer_signature: the peer key must sign the same signing root"
+    )]
+    MissingPeerSignature,
+    /// The signer may not make this kind of request.
+    #[error("{actor} may not send {kind}: {why}")]
+    Unauthorized {
+        /// Who signed.
+        actor: Key,
+        /// The request kind.
+        kind: &'static str,
+        /// Which key would be allowed.
+        why: &'static str,
+    },
+    /// `complete_withdrawal` before the delay has passed.
+    #[error("withdrawal {id} is not claimable before {claimable_at_ms} ms (now {now_ms} ms)")]
+    NotYetClaimable {
+        /// The withdrawal.
+        id: u64,
+        /// When it becomes claimable.
+        claimable_at_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// A sum or product would leave the range of `u128` (or a time that of `u64`).
+    #[error("arithmetic overflow in {0}: amounts must stay below 2^128 base units")]
+    Overflow(&'static str),
+    /// A rule about delays, magnitudes or delegation was broken; the text names it.
+    #[error("refused: {0}")]
+    Rule(String),
+    /// A field is out of its documented range.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// `LedgerConfig` values that would let stake escape a dispute.
+    #[error("invalid ledger config: {0}")]
+    Config(String),
+    /// The database was created for another verifier key, network or config.
+    #[error("ledger file {path} was created with a different {what}; open it with the original one or use a new file")]
+    Mismatch {
+        /// The file.
+        path: String,
+        /// What differs.
+        what: &'static str,
+    },
+    /// Canonical JSON could not be produced (for example an id above 2^53 - 1).
+    #[error("cannot canonicalize request or event: {0}")]
+    Canonical(#[from] vouch_proto::ProtoError),
+    /// The event chain does not verify.
+    #[error("event chain broken at seq {seq}: {why}")]
+    Chain {
+        /// The first bad event.
+        seq: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A slash that does not conserve stake; the transaction was rolled back.
+    #[error("internal error: conservation check failed for {0}")]
+    Conservation(String),
+    /// Stored data that does not decode.
+    #[error("corrupt ledger database: {0}")]
+    Corrupt(String),
+    /// SQLite failed.
+    #[error("ledger storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+impl LedgerError {
+    pub(crate) fn rule(msg: impl Into<String>) -> Self {
+        LedgerError::Rule(msg.into())
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;

@@ -1,0 +1,901 @@
+//! The collateral ledger: restaked deposits, delegation, allocation, withdrawals, slashing.
+//!
+//! [`CollateralLedger`] is the interface; [`SqliteLedger`] is the real one and
+//! [`MemoryLedger`] the simple one for tests. Both run the same rules (`apply_request`
+//! below) over a small storage trait, so they can only differ in how they store, and a
+//! property test checks that they never do.
+//!
+//! Model (EigenLayer-style), all amounts `u128` base units with checked arithmetic:
+//! - a restaker's *stake* in an asset is its deposited balance plus its queued
+//!   withdrawals of that asset; queued withdrawals stay slashable until completed;
+//! - a restaker delegates its whole stake to at most one operator;
+//! - an operator allocates `magnitude_ppm` of its delegated stake to this service; raising
+//!   it takes effect at once, lowering it only after `withdrawal_delay_ms`, and until then
+//!   the old magnitude stays slashable;
+//! - a slash of `fraction_ppm` removes `stake × magnitude × fraction` from every delegator
+//!   (see [`SlashOutcome`] for the rounding); `bounty_ppm` of it goes to the challenger's
+//!   deposit, the rest is burned. The magnitude itself is unchanged by a slash.
+
+mod memory;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LedgerError, Result};
+use crate::events::{Conservation, Event};
+use crate::requests::{decimal, Key, RequestBody, SignedRequest};
+
+pub use memory::MemoryLedger;
+pub use sqlite::SqliteLedger;
+
+/// Parts per million: the unit of magnitudes, slash fractions and bounties.
+pub const PPM: u32 = 1_000_000;
+const PPM_U128: u128 = PPM as u128;
+const PPM2: u128 = PPM_U128 * PPM_U128;
+
+/// Timing and stake rules, fixed when a ledger file is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    challenge_window_ms: u64,
+    withdrawal_delay_ms: u64,
+    #[serde(with = "decimal")]
+    min_stake_value: u128,
+}
+
+impl LedgerConfig {
+    /// Refuses `withdrawal_delay_ms <= challenge_window_ms`: stake must stay slashable
+    /// for longer than a challenger has to raise a dispute, or it could leave first.
+    pub fn new(
+        challenge_window_ms: u64,
+        withdrawal_delay_ms: u64,
+        min_stake_value: u128,
+    ) -> Result<Self> {
+        if withdrawal_delay_ms <= challenge_window_ms {
+            return Err(LedgerError::Config(format!(
+                "withdrawal_delay_ms ({withdrawal_delay_ms}) must be greater than \
+                 challenge_window_ms ({challenge_window_ms}), or stake could be withdrawn \
+                 before a dispute about it is decided"
+            )));
+        }
+        Ok(LedgerConfig {
+            challenge_window_ms,
+            withdrawal_delay_ms,
+            min_stake_value,
+        })
+    }
+
+    /// How long a challenger has to dispute a receipt.
+    pub fn challenge_window_ms(&self) -> u64 {
+        self.challenge_window_ms
+    }
+
+    /// How long withdrawals and deallocations wait (and stay slashable).
+    pub fn withdrawal_delay_ms(&self) -> u64 {
+        self.withdrawal_delay_ms
+    }
+
+    /// An operator whose slashable stake is worth less (in quote units) is jailed.
+    pub fn min_stake_value(&self) -> u128 {
+        self.min_stake_value
+    }
+}
+
+/// A registered asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetState {
+    /// Quote units (e.g. micro-USD) per base unit.
+    #[serde(with = "decimal")]
+    pub price_per_unit: u128,
+    /// Sum of all deposits and queued withdrawals of this asset. Every deposit is checked
+    /// against it, so no sum of balances anywhere in the ledger can overflow `u128`.
+    #[serde(with = "decimal")]
+    pub total: u128,
+}
+
+/// A queued withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    /// Ledger-wide id, from 1.
+    pub id: u64,
+    /// Owner.
+    pub restaker: Key,
+    /// Asset.
+    pub asset: String,
+    /// Base units; slashes reduce it.
+    #[serde(with = "decimal")]
+    pub amount: u128,
+    /// When `complete_withdrawal` is allowed.
+    pub claimable_at_ms: u64,
+}
+
+/// A lowering of an operator's magnitude that has not taken effect yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeallocation {
+    /// The magnitude after `effective_at_ms`.
+    pub magnitude_ppm: u32,
+    /// When it takes effect.
+    pub effective_at_ms: u64,
+}
+
+/// A registered operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// Its libp2p identity key.
+    pub peer_key: Key,
+    /// Allocated fraction of delegated stake, ppm (before any pending deallocation).
+    pub magnitude_ppm: u32,
+    /// A deallocation waiting out the delay.
+    pub pending: Option<PendingDeallocation>,
+    /// Set by a slash with `jail`.
+    pub jailed: bool,
+}
+
+impl OperatorState {
+    /// The slashable magnitude at `now_ms`: the old one until a deallocation is effective.
+    pub fn magnitude_at(&self, now_ms: u64) -> u32 {
+        match self.pending {
+            Some(p) if now_ms >= p.effective_at_ms => p.magnitude_ppm,
+            _ => self.magnitude_ppm,
+        }
+    }
+
+    fn settle(&mut self, now_ms: u64) {
+        self.magnitude_ppm = self.magnitude_at(now_ms);
+        if self.pending.is_some_and(|p| now_ms >= p.effective_at_ms) {
+            self.pending = None;
+        }
+    }
+}
+
+/// What one slash did to one asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetSlash {
+    /// Before/after/burned/rewarded for the slashed operator's delegators.
+    pub conservation: Conservation,
+    /// Base units taken from each delegator (deposits and queued withdrawals together).
+    #[serde(with = "cuts_serde")]
+    pub cuts: BTreeMap<Key, u128>,
+}
+
+mod cuts_serde {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::requests::Key;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<Key, u128>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter()
+            .map(|(k, v)| (k.to_hex(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Key, u128>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let key = Key::from_hex(&k).map_err(serde::de::Error::custom)?;
+                let amount = v.parse().map_err(serde::de::Error::custom)?;
+                Ok((key, amount))
+            })
+            .collect()
+    }
+}
+
+/// The result of a slash.
+///
+/// Rounding (largest remainder): the exact loss of delegator `d` in an asset is
+/// `stake_d × magnitude × fraction / 10^12`. Each delegator first loses the floor of it;
+/// the total slashed is the floor of the exact *sum*, and the few base units between the
+/// two (fewer than the number of delegators) are taken one each from the delegators with
+/// the largest dropped fractions (ties: larger stake, then smaller key). So the cuts add
+/// up exactly, every delegator loses within one base unit of its exact share, and nobody
+/// loses more than its stake. (Taking the whole remainder from the single largest
+/// delegator, the simpler rule, can exceed that delegator's stake or its fair share by
+/// more than one unit when there are many small delegators.) Within a delegator the cut
+/// is split the same way over its deposit and its queued withdrawals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlashOutcome {
+    /// The operator.
+    pub operator: Key,
+    /// The magnitude that was slashed (the old one if a deallocation was pending).
+    pub magnitude_ppm: u32,
+    /// Per asset with any delegated stake.
+    pub assets: BTreeMap<String, AssetSlash>,
+    /// Whether the operator is now jailed by this slash.
+    pub jailed: bool,
+}
+
+/// What an applied request produced besides its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing beyond the state change itself.
+    Done,
+    /// `queue_withdrawal`: its id and when it can be completed.
+    WithdrawalQueued {
+        /// Pass to `complete_withdrawal`.
+        id: u64,
+        /// The verifier's clock plus `withdrawal_delay_ms`.
+        claimable_at_ms: u64,
+    },
+    /// `complete_withdrawal`: what is paid out (after any slashes).
+    WithdrawalCompleted {
+        /// The withdrawal.
+        id: u64,
+        /// Asset.
+        asset: String,
+        /// Base units leaving the ledger.
+        #[serde(with = "decimal")]
+        amount: u128,
+    },
+    /// `slash`.
+    Slashed(SlashOutcome),
+}
+
+/// An applied request: its outcome and the event that records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The signed log entry, already committed.
+    pub event: Event,
+}
+
+/// The whole state, for comparisons, audits and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Registered assets.
+    pub assets: BTreeMap<String, AssetState>,
+    /// Non-zero deposited balances.
+    pub balances: BTreeMap<(Key, String), u128>,
+    /// Restaker → operator.
+    pub delegations: BTreeMap<Key, Key>,
+    /// Queued withdrawals by id.
+    pub withdrawals: BTreeMap<u64, Withdrawal>,
+    /// Registered operators.
+    pub operators: BTreeMap<Key, OperatorState>,
+    /// Last accepted nonce per actor.
+    pub nonces: BTreeMap<Key, u64>,
+    /// Number of events.
+    pub event_count: u64,
+    /// Hash of the last event.
+    pub last_hash: Option<[u8; 32]>,
+}
+
+/// The ledger interface.
+///
+/// Every change goes through [`CollateralLedger::apply`]: the request is authenticated
+/// (signature; peer signature for `register_operator`; admin key for `register_asset` and
+/// `slash`; restaker and operator requests act on the signer's own account), its nonce is
+/// checked against the actor's last one, the rules are applied and the signed event is
+/// appended — all or nothing. `now_ms` is the verifier's clock, never the client's.
+pub trait CollateralLedger: Send + Sync {
+    /// The rules this ledger was created with.
+    fn config(&self) -> &LedgerConfig;
+    /// The verifier (admin) public key, which also signs the events.
+    fn verifier_key(&self) -> Key;
+    /// Applies one signed request atomically.
+    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied>;
+    /// Deposited (not queued) balance.
+    fn balance(&self, restaker: &Key, asset: &str) -> Result<u128>;
+    /// Queued withdrawals of a restaker, by id.
+    fn withdrawals(&self, restaker: &Key) -> Result<Vec<Withdrawal>>;
+    /// The operator a restaker delegates to.
+    fn delegation(&self, restaker: &Key) -> Result<Option<Key>>;
+    /// An operator's state.
+    fn operator(&self, operator: &Key) -> Result<Option<OperatorState>>;
+    /// Last accepted nonce of an actor.
+    fn last_nonce(&self, actor: &Key) -> Result<Option<u64>>;
+    /// Per asset: `magnitude_at(now) × Σ delegators' (deposits + queued withdrawals)`.
+    fn slashable_stake(&self, operator: &Key, now_ms: u64) -> Result<BTreeMap<String, u128>>;
+    /// Jailed by a slash, or slashable stake worth less than `min_stake_value`.
+    fn is_jailed(&self, operator: &Key, now_ms: u64) -> Result<bool>;
+    /// Up to `limit` events from `seq` on.
+    fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The whole state.
+    fn snapshot(&self) -> Result<Snapshot>;
+}
+
+/// Storage behind the rules. Implementations only store; they decide nothing.
+pub(crate) trait Store {
+    fn asset(&self, name: &str) -> Result<Option<AssetState>>;
+    fn put_asset(&mut self, name: &str, asset: &AssetState) -> Result<()>;
+    fn balance(&self, who: &Key, asset: &str) -> Result<u128>;
+    /// Zero removes the entry.
+    fn set_balance(&mut self, who: &Key, asset: &str, amount: u128) -> Result<()>;
+    /// Non-zero balances, by asset name.
+    fn balances_of(&self, who: &Key) -> Result<Vec<(String, u128)>>;
+    fn delegation(&self, who: &Key) -> Result<Option<Key>>;
+    fn set_delegation(&mut self, who: &Key, operator: &Key) -> Result<()>;
+    /// Sorted by key.
+    fn delegators(&self, operator: &Key) -> Result<Vec<Key>>;
+    fn withdrawal(&self, id: u64) -> Result<Option<Withdrawal>>;
+    /// Sorted by id.
+    fn withdrawals_of(&self, who: &Key) -> Result<Vec<Withdrawal>>;
+    /// Ids increase from 1 and are never reused.
+    fn insert_withdrawal(
+        &mut self,
+        who: &Key,
+        asset: &str,
+        amount: u128,
+        claimable_at_ms: u64,
+    ) -> Result<u64>;
+    fn set_withdrawal_amount(&mut self, id: u64, amount: u128) -> Result<()>;
+    fn remove_withdrawal(&mut self, id: u64) -> Result<()>;
+    fn operator(&self, key: &Key) -> Result<Option<OperatorState>>;
+    fn put_operator(&mut self, key: &Key, operator: &OperatorState) -> Result<()>;
+    fn nonce(&self, actor: &Key) -> Result<Option<u64>>;
+    fn set_nonce(&mut self, actor: &Key, nonce: u64) -> Result<()>;
+    fn last_event(&self) -> Result<Option<(u64, [u8; 32])>>;
+    fn append_event(&mut self, event: &Event) -> Result<()>;
+    fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
+    fn snapshot(&self) -> Result<Snapshot>;
+}
+
+/// What the rules need besides the store.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a LedgerConfig,
+    pub network_id: &'a [u8; 32],
+    pub signer: &'a SigningKey,
+}
+
+fn add(a: u128, b: u128, what: &'static str) -> Result<u128> {
+    a.checked_add(b).ok_or(LedgerError::Overflow(what))
+}
+
+/// Subtractions that a correct ledger never underflows: an underflow is a broken invariant.
+fn sub_invariant(a: u128, b: u128, what: &str) -> Result<u128> {
+    a.checked_sub(b)
+        .ok_or_else(|| LedgerError::Conservation(format!("{what} would go negative")))
+}
+
+/// `(floor(s·p/d), (s·p) mod d)` without forming `s·p`, for `p <= d <= 10^12`.
+fn mul_ratio(s: u128, p: u128, d: u128) -> Result<(u128, u128)> {
+    let overflow = || LedgerError::Overflow("pro-rata share");
+    let (q, r) = (s / d, s % d);
+    // r < d and p <= d, so r·p < 10^24; q·p <= s.
+    let rp = r.checked_mul(p).ok_or_else(overflow)?;
+    let whole = q
+        .checked_mul(p)
+        .and_then(|x| x.checked_add(rp / d))
+        .ok_or_else(overflow)?;
+    Ok((whole, rp % d))
+}
+
+/// Splits `target` over `stakes` in proportion `p/d` by largest remainder (see
+/// [`SlashOutcome`]). `target` defaults to `floor(Σ stakes·p/d)`.
+fn apportion(stakes: &[u128], p: u128, d: u128, target: Option<u128>) -> Result<Vec<u128>> {
+    let mut cuts = Vec::with_capacity(stakes.len());
+    let mut fracs = Vec::with_capacity(stakes.len());
+    let (mut sum_cut, mut sum_frac) = (0u128, 0u128);
+    for &s in stakes {
+        let (c, f) = mul_ratio(s, p, d)?;
+        sum_cut = add(sum_cut, c, "slash total")?;
+        sum_frac = add(sum_frac, f, "slash remainder")?;
+        cuts.push(c);
+        fracs.push(f);
+    }
+    let target = match target {
+        Some(t) => t,
+        None => add(sum_cut, sum_frac / d, "slash total")?,
+    };
+    let mut rest = sub_invariant(target, sum_cut, "rounding remainder")?;
+    let mut order: Vec<usize> = (0..stakes.len()).filter(|&i| fracs[i] > 0).collect();
+    order.sort_by(|&a, &b| {
+        fracs[b]
+            .cmp(&fracs[a])
+            .then(stakes[b].cmp(&stakes[a]))
+            .then(a.cmp(&b))
+    });
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        cuts[i] = add(cuts[i], 1, "slash cut")?;
+        rest -= 1;
+    }
+    if rest != 0 {
+        return Err(LedgerError::Conservation(
+            "rounding remainder larger than the number of stakes".into(),
+        ));
+    }
+    Ok(cuts)
+}
+
+/// One delegator's stake in one asset: the deposit and each queued withdrawal.
+struct Position {
+    restaker: Key,
+    balance: u128,
+    withdrawals: Vec<(u64, u128)>,
+}
+
+impl Position {
+    fn total(&self) -> Result<u128> {
+        self.withdrawals
+            .iter()
+            .try_fold(self.balance, |acc, (_, w)| add(acc, *w, "delegated stake"))
+    }
+}
+
+/// Per asset, the positions of every delegator of `operator`, in key order.
+fn positions(s: &dyn Store, operator: &Key) -> Result<BTreeMap<String, Vec<Position>>> {
+    let mut out: BTreeMap<String, Vec<Position>> = BTreeMap::new();
+    for d in s.delegators(operator)? {
+        let mut mine: BTreeMap<String, Position> = BTreeMap::new();
+        let blank = || Position {
+            restaker: d,
+            balance: 0,
+            withdrawals: Vec::new(),
+        };
+        for (asset, amount) in s.balances_of(&d)? {
+            mine.entry(asset).or_insert_with(blank).balance = amount;
+        }
+        for w in s.withdrawals_of(&d)? {
+            mine.entry(w.asset)
+                .or_insert_with(blank)
+                .withdrawals
+                .push((w.id, w.amount));
+        }
+        for (asset, p) in mine {
+            out.entry(asset).or_default().push(p);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn slashable_stake(
+    s: &dyn Store,
+    operator: &Key,
+    now_ms: u64,
+) -> Result<BTreeMap<String, u128>> {
+    let op = s
+        .operator(operator)?
+        .ok_or(LedgerError::UnknownOperator(*operator))?;
+    let magnitude = u128::from(op.magnitude_at(now_ms));
+    let mut out = BTreeMap::new();
+    for (asset, ps) in positions(s, operator)? {
+        let delegated = ps
+            .iter()
+            .try_fold(0u128, |acc, p| add(acc, p.total()?, "delegated stake"))?;
+        out.insert(asset, mul_ratio(delegated, magnitude, PPM_U128)?.0);
+    }
+    Ok(out)
+}
+
+pub(crate) fn is_jailed(
+    s: &dyn Store,
+    cx: &LedgerConfig,
+    operator: &Key,
+    now_ms: u64,
+) -> Result<bool> {
+    let op = s
+        .operator(operator)?
+        .ok_or(LedgerError::UnknownOperator(*operator))?;
+    if op.jailed {
+        return Ok(true);
+    }
+    // A value only compared with the minimum: saturating is exact enough here (anything
+    // that saturates is far above any sensible minimum), and no balance is derived from it.
+    let mut value = 0u128;
+    for (asset, amount) in slashable_stake(s, operator, now_ms)? {
+        let price = s
+            .asset(&asset)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("stake in unregistered asset {asset}")))?
+            .price_per_unit;
+        value = value.saturating_add(amount.saturating_mul(price));
+    }
+    Ok(value < cx.min_stake_value())
+}
+
+fn valid_asset_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn known_asset(s: &dyn Store, asset: &str) -> Result<AssetState> {
+    s.asset(asset)?
+        .ok_or_else(|| LedgerError::UnknownAsset(asset.to_owned()))
+}
+
+fn positive(amount: u128) -> Result<()> {
+    if amount == 0 {
+        return Err(LedgerError::Invalid(
+            "amount must be greater than zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn known_operator(s: &dyn Store, key: &Key) -> Result<OperatorState> {
+    s.operator(key)?.ok_or(LedgerError::UnknownOperator(*key))
+}
+
+/// The rules. Runs inside the caller's transaction; any error leaves the caller to roll
+/// back, so nothing a refused request did is kept (not even its nonce).
+pub(crate) fn apply_request(
+    s: &mut dyn Store,
+    cx: &Ctx<'_>,
+    req: &SignedRequest,
+    now_ms: u64,
+) -> Result<Applied> {
+    let admin = Key::of(cx.signer);
+    req.authenticate(cx.network_id, &admin)?;
+    // Check and record the nonce in the same transaction as the change: two copies of one
+    // request racing on two connections cannot both pass.
+    if let Some(last) = s.nonce(&req.actor)? {
+        if req.nonce <= last {
+            return Err(LedgerError::ReplayedNonce {
+                actor: req.actor,
+                nonce: req.nonce,
+                last,
+            });
+        }
+    }
+    s.set_nonce(&req.actor, req.nonce)?;
+    let me = req.actor;
+    let delay = cx.config.withdrawal_delay_ms();
+    let outcome = match &req.body {
+        RequestBody::RegisterAsset {
+            asset,
+            price_per_unit,
+        } => {
+            if !valid_asset_name(asset) {
+                return Err(LedgerError::Invalid(format!(
+                    "asset name {asset:?}: use 1 to 32 characters of A-Z a-z 0-9 . _ -"
+                )));
+            }
+            if s.asset(asset)?.is_some() {
+                return Err(LedgerError::AssetExists(asset.clone()));
+            }
+            s.put_asset(
+                asset,
+                &AssetState {
+                    price_per_unit: *price_per_unit,
+                    total: 0,
+                },
+            )?;
+            Outcome::Done
+        }
+        RequestBody::Deposit { asset, amount } => {
+            positive(*amount)?;
+            let mut a = known_asset(s, asset)?;
+            a.total = add(a.total, *amount, "asset total")?;
+            let balance = add(s.balance(&me, asset)?, *amount, "balance")?;
+            s.put_asset(asset, &a)?;
+            s.set_balance(&me, asset, balance)?;
+            Outcome::Done
+        }
+        RequestBody::Delegate { operator } => {
+            known_operator(s, operator)?;
+            match s.delegation(&me)? {
+                Some(current) if current == *operator => {
+                    return Err(LedgerError::rule(format!(
+                        "{me} already delegates to {operator}"
+                    )))
+                }
+                // Moving queued withdrawals to another operator would let them escape a
+                // slash of the current one.
+                Some(_) if !s.withdrawals_of(&me)?.is_empty() => {
+                    return Err(LedgerError::rule(
+                        "re-delegating requires no pending withdrawals: complete them first",
+                    ))
+                }
+                _ => {}
+            }
+            s.set_delegation(&me, operator)?;
+            Outcome::Done
+        }
+        RequestBody::QueueWithdrawal { asset, amount } => {
+            positive(*amount)?;
+            known_asset(s, asset)?;
+            let available = s.balance(&me, asset)?;
+            if available == 0
+                && s.delegation(&me)?.is_none()
+                && s.balances_of(&me)?.is_empty()
+                && s.withdrawals_of(&me)?.is_empty()
+            {
+                return Err(LedgerError::UnknownRestaker(me));
+            }
+            let left =
+                available
+                    .checked_sub(*amount)
+                    .ok_or_else(|| LedgerError::InsufficientBalance {
+                        restaker: me,
+                        asset: asset.clone(),
+                        available,
+                        requested: *amount,
+                    })?;
+            let claimable_at_ms = now_ms
+                .checked_add(delay)
+                .ok_or(LedgerError::Overflow("claimable time"))?;
+            s.set_balance(&me, asset, left)?;
+            let id = s.insert_withdrawal(&me, asset, *amount, claimable_at_ms)?;
+            Outcome::WithdrawalQueued {
+                id,
+                claimable_at_ms,
+            }
+        }
+        RequestBody::CompleteWithdrawal { withdrawal_id } => {
+            let id = *withdrawal_id;
+            let w = s
+                .withdrawal(id)?
+                .filter(|w| w.restaker == me)
+                .ok_or(LedgerError::UnknownWithdrawal { restaker: me, id })?;
+            if now_ms < w.claimable_at_ms {
+                return Err(LedgerError::NotYetClaimable {
+                    id,
+                    claimable_at_ms: w.claimable_at_ms,
+                    now_ms,
+                });
+            }
+            let mut a = known_asset(s, &w.asset)?;
+            a.total = sub_invariant(a.total, w.amount, "asset total")?;
+            s.put_asset(&w.asset, &a)?;
+            s.remove_withdrawal(id)?;
+            Outcome::WithdrawalCompleted {
+                id,
+                asset: w.asset,
+                amount: w.amount,
+            }
+        }
+        RequestBody::RegisterOperator { peer_key } => {
+            if s.operator(&me)?.is_some() {
+                return Err(LedgerError::OperatorExists(me));
+            }
+            s.put_operator(
+                &me,
+                &OperatorState {
+                    peer_key: *peer_key,
+                    magnitude_ppm: 0,
+                    pending: None,
+                    jailed: false,
+                },
+            )?;
+            Outcome::Done
+        }
+        RequestBody::Allocate { magnitude_ppm } => {
+            let mut op = known_operator(s, &me)?;
+            check_ppm("magnitude_ppm", *magnitude_ppm)?;
+            op.settle(now_ms);
+            if *magnitude_ppm < op.magnitude_ppm {
+                return Err(LedgerError::rule(format!(
+                    "allocate cannot lower the magnitude ({} ppm now); use deallocate, \
+                     which takes effect after withdrawal_delay_ms ({delay} ms)",
+                    op.magnitude_ppm
+                )));
+            }
+            op.magnitude_ppm = *magnitude_ppm;
+            op.pending = None;
+            s.put_operator(&me, &op)?;
+            Outcome::Done
+        }
+        RequestBody::Deallocate { magnitude_ppm } => {
+            let mut op = known_operator(s, &me)?;
+            op.settle(now_ms);
+            if *magnitude_ppm >= op.magnitude_ppm {
+                return Err(LedgerError::rule(format!(
+                    "deallocate must lower the magnitude ({} ppm now); use allocate to raise it",
+                    op.magnitude_ppm
+                )));
+            }
+            let effective_at_ms = now_ms
+                .checked_add(delay)
+                .ok_or(LedgerError::Overflow("deallocation time"))?;
+            op.pending = Some(PendingDeallocation {
+                magnitude_ppm: *magnitude_ppm,
+                effective_at_ms,
+            });
+            s.put_operator(&me, &op)?;
+            Outcome::Done
+        }
+        RequestBody::Slash {
+            operator,
+            fraction_ppm,
+            bounty_ppm,
+            challenger,
+            jail,
+        } => {
+            if *fraction_ppm == 0 {
+                return Err(LedgerError::Invalid(
+                    "fraction_ppm must be at least 1".into(),
+                ));
+            }
+            check_ppm("fraction_ppm", *fraction_ppm)?;
+            if *bounty_ppm >= PPM {
+                // A full bounty would let an operator challenge itself and launder stake.
+                return Err(LedgerError::Invalid(
+                    "bounty_ppm must be below 1000000: part of every slash is burned".into(),
+                ));
+            }
+            Outcome::Slashed(slash(
+                s,
+                operator,
+                *fraction_ppm,
+                *bounty_ppm,
+                challenger,
+                *jail,
+                now_ms,
+            )?)
+        }
+    };
+    let conservation = match &outcome {
+        Outcome::Slashed(o) => o
+            .assets
+            .iter()
+            .map(|(a, x)| (a.clone(), x.conservation))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let (seq, prev_hash) = match s.last_event()? {
+        None => (0, [0; 32]),
+        Some((seq, hash)) => (
+            seq.checked_add(1)
+                .ok_or(LedgerError::Overflow("event seq"))?,
+            hash,
+        ),
+    };
+    let payload = serde_json::json!({ "request": req, "result": outcome });
+    let event = Event::seal(
+        seq,
+        prev_hash,
+        now_ms,
+        req.body.kind(),
+        payload,
+        conservation,
+        cx.signer,
+    )?;
+    s.append_event(&event)?;
+    Ok(Applied { outcome, event })
+}
+
+fn check_ppm(what: &str, v: u32) -> Result<()> {
+    if v > PPM {
+        return Err(LedgerError::Invalid(format!(
+            "{what} {v} is above 1000000 (100%)"
+        )));
+    }
+    Ok(())
+}
+
+fn slash(
+    s: &mut dyn Store,
+    operator: &Key,
+    fraction_ppm: u32,
+    bounty_ppm: u32,
+    challenger: &Key,
+    jail: bool,
+    now_ms: u64,
+) -> Result<SlashOutcome> {
+    let mut op = known_operator(s, operator)?;
+    // Not settled first on purpose: until a deallocation is effective, the old magnitude
+    // is what is at stake.
+    let magnitude_ppm = op.magnitude_at(now_ms);
+    let p = u128::from(magnitude_ppm) * u128::from(fraction_ppm);
+    let mut assets = BTreeMap::new();
+    for (asset, ps) in positions(s, operator)? {
+        let totals = ps.iter().map(Position::total).collect::<Result<Vec<_>>>()?;
+        let before = totals
+            .iter()
+            .try_fold(0u128, |acc, t| add(acc, *t, "delegated stake"))?;
+        let cuts = apportion(&totals, p, PPM2, None)?;
+        let mut slashed = 0u128;
+        let mut by_restaker = BTreeMap::new();
+        for ((pos, cut), total) in ps.iter().zip(&cuts).zip(&totals) {
+            slashed = add(slashed, *cut, "slashed")?;
+            by_restaker.insert(pos.restaker, *cut);
+            if *cut == 0 {
+                continue;
+            }
+            let mut buckets = vec![pos.balance];
+            buckets.extend(pos.withdrawals.iter().map(|(_, a)| *a));
+            let parts = apportion(&buckets, p, PPM2, Some(*cut))?;
+            debug_assert_eq!(buckets.iter().sum::<u128>(), *total);
+            s.set_balance(
+                &pos.restaker,
+                &asset,
+                sub_invariant(pos.balance, parts[0], "balance")?,
+            )?;
+            for ((id, amount), part) in pos.withdrawals.iter().zip(&parts[1..]) {
+                s.set_withdrawal_amount(*id, sub_invariant(*amount, *part, "withdrawal")?)?;
+            }
+        }
+        let (q, r) = (slashed / PPM_U128, slashed % PPM_U128);
+        let rewarded = add(
+            q.checked_mul(u128::from(bounty_ppm))
+                .ok_or(LedgerError::Overflow("bounty"))?,
+            r * u128::from(bounty_ppm) / PPM_U128,
+            "bounty",
+        )?;
+        let burned = sub_invariant(slashed, rewarded, "burned")?;
+        let after = sub_invariant(before, slashed, "delegated stake")?;
+        // Re-read what the store now holds before crediting the reward: the equation in
+        // the event must describe the stored state, not our intentions.
+        let stored_after = positions(s, operator)?
+            .remove(&asset)
+            .unwrap_or_default()
+            .iter()
+            .try_fold(0u128, |acc, p| add(acc, p.total()?, "delegated stake"))?;
+        if stored_after != after {
+            return Err(LedgerError::Conservation(format!(
+                "slash of {operator} in {asset}: stored {stored_after}, expected {after}"
+            )));
+        }
+        if rewarded > 0 {
+            let credited = add(s.balance(challenger, &asset)?, rewarded, "balance")?;
+            s.set_balance(challenger, &asset, credited)?;
+        }
+        let mut a = known_asset(s, &asset)?;
+        a.total = sub_invariant(a.total, burned, "asset total")?;
+        s.put_asset(&asset, &a)?;
+        assets.insert(
+            asset,
+            AssetSlash {
+                conservation: Conservation {
+                    before,
+                    after,
+                    burned,
+                    rewarded,
+                },
+                cuts: by_restaker,
+            },
+        );
+    }
+    if jail && !op.jailed {
+        op.jailed = true;
+        s.put_operator(operator, &op)?;
+    }
+    Ok(SlashOutcome {
+        operator: *operator,
+        magnitude_ppm,
+        assets,
+        jailed: jail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_refuses_delay_not_above_window() {
+        assert!(LedgerConfig::new(10, 10, 0).is_err());
+        assert!(LedgerConfig::new(10, 9, 0).is_err());
+        assert!(LedgerConfig::new(10, 11, 0).is_ok());
+    }
+
+    #[test]
+    fn mul_ratio_is_exact_at_the_top_of_the_range() {
+        assert_eq!(mul_ratio(u128::MAX, PPM2, PPM2).unwrap(), (u128::MAX, 0));
+        assert_eq!(mul_ratio(u128::MAX, 0, PPM2).unwrap(), (0, 0));
+        let (q, r) = mul_ratio(7, 1, 2).unwrap();
+        assert_eq!((q, r), (3, 1));
+    }
+
+    #[test]
+    fn apportion_spreads_the_remainder_one_unit_each() {
+        // Three stakes of 1 at 99.9999%: the exact total is 2.999997, so 2 units go, one
+        // each from two delegators (never 2 from one delegator that only has 1).
+        let cuts = apportion(&[1, 1, 1], PPM2 - 1, PPM2, None).unwrap();
+        assert_eq!(cuts.iter().sum::<u128>(), 2);
+        assert!(cuts.iter().all(|c| *c <= 1));
+        // Full slash takes everything exactly.
+        assert_eq!(
+            apportion(&[5, 0, 9], PPM2, PPM2, None).unwrap(),
+            vec![5, 0, 9]
+        );
+        // Halving odd stakes: 1.5 + 1.5 = 3, the tie goes to the larger stake... equal
+        // here, so to the first.
+        assert_eq!(
+            apportion(&[3, 3], PPM2 / 2, PPM2, None).unwrap(),
+            vec![2, 1]
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! [`SqliteLedger`]: the ledger in one SQLite file.
+//!
+//! Invariants kept here:
+//! - every request is checked and applied in ONE `BEGIN EXCLUSIVE` transaction together
+//!   with its nonce and its event, so two processes or connections on the same file
+//!   serialize, and a replayed request loses the nonce check instead of racing it;
+//! - `synchronous=FULL`: a committed slash or withdrawal survives a power cut;
+//! - amounts (`u128`) and times/nonces (`u64`, which may exceed SQLite's `i64`) are stored
+//!   as decimal TEXT and never used in SQL arithmetic: all arithmetic is checked Rust.
+//!   TEXT keeps the file readable with the `sqlite3` shell and the values exact;
+//! - keys are lowercase hex TEXT, so `ORDER BY` gives the same order as `Key`'s `Ord`;
+//! - the schema version is `PRAGMA user_version`, migrated on open inside an exclusive
+//!   transaction; the file remembers the verifier key, network id and config it was
+//!   created with and refuses to open with others.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{
+    apply_request, Applied, AssetState, CollateralLedger, Ctx, LedgerConfig, OperatorState,
+    PendingDeallocation, Snapshot, Store, Withdrawal,
+};
+use crate::error::{LedgerError, Result};
+use crate::events::Event;
+use crate::requests::{Key, SignedRequest};
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE assets (name TEXT PRIMARY KEY, price_per_unit TEXT NOT NULL, total TEXT NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE balances (
+    restaker TEXT NOT NULL, asset TEXT NOT NULL, amount TEXT NOT NULL,
+    PRIMARY KEY (restaker, asset)) WITHOUT ROWID;
+CREATE TABLE delegations (restaker TEXT PRIMARY KEY, operator TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX delegations_by_operator ON delegations (operator, restaker);
+CREATE TABLE withdrawals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, restaker TEXT NOT NULL, asset TEXT NOT NULL,
+    amount TEXT NOT NULL, claimable_at_ms TEXT NOT NULL);
+CREATE INDEX withdrawals_by_restaker ON withdrawals (restaker, id);
+CREATE TABLE operators (
+    key TEXT PRIMARY KEY, peer_key TEXT NOT NULL, magnitude_ppm INTEGER NOT NULL,
+    pending_magnitude_ppm INTEGER, pending_effective_at_ms TEXT, jailed INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE nonces (actor TEXT PRIMARY KEY, nonce TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE events (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, event TEXT NOT NULL);
+";
+
+/// A ledger stored in a SQLite file. Several `SqliteLedger`s (threads or processes) may
+/// open the same file; exclusive transactions serialize their writes.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    conn: Mutex<Connection>,
+    config: LedgerConfig,
+    network_id: [u8; 32],
+    signer: SigningKey,
+}
+
+fn dec<T: FromStr>(s: &str, what: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| LedgerError::Corrupt(format!("{what}: {s:?} is not a decimal integer")))
+}
+
+fn key(s: &str) -> Result<Key> {
+    Key::from_hex(s).map_err(|_| LedgerError::Corrupt(format!("bad key {s:?}")))
+}
+
+impl SqliteLedger {
+    /// Opens (creating and migrating if needed) the ledger at `path`.
+    ///
+    /// A new file records `config`, `network_id` and the verifier's public key; an
+    /// existing file must have been created with the same ones.
+    pub fn open(
+        path: impl AsRef<Path>,
+        config: LedgerConfig,
+        network_id: [u8; 32],
+        verifier: SigningKey,
+    ) -> Result<Self> {
+        let path: PathBuf = path.as_ref().to_owned();
+        let mut conn = Connection::open(&path)?;
+        // Writers wait for each other instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let wanted = [
+            ("verifier_key", Key::of(&verifier).to_hex()),
+            ("network_id", hex::encode(network_id)),
+            (
+                "config",
+                serde_json::to_string(&config)
+                    .map_err(|e| LedgerError::Corrupt(format!("config: {e}")))?,
+            ),
+        ];
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA_V1)?;
+                for (k, v) in &wanted {
+                    tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+                }
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            SCHEMA_VERSION => {}
+            v => {
+                return Err(LedgerError::Corrupt(format!(
+                    "{}: schema version {v} is newer than this verifier ({SCHEMA_VERSION}); upgrade vouch-verifier",
+                    path.display()
+                )))
+            }
+        }
+        for (k, v) in &wanted {
+            let stored: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()?;
+            if stored.as_deref() != Some(v.as_str()) {
+                return Err(LedgerError::Mismatch {
+                    path: path.display().to_string(),
+                    what: match *k {
+                        "verifier_key" => "verifier key",
+                        "network_id" => "network id",
+                        _ => "config",
+                    },
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(SqliteLedger {
+            conn: Mutex::new(conn),
+            config,
+            network_id,
+            signer: verifier,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a transaction drops the Transaction, which rolls back, so the
+        // connection behind a poisoned lock is still consistent.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in a read transaction (one consistent view of the file).
+    fn read<T>(&self, f: impl FnOnce(&SqlStore<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        f(&SqlStore { conn: &tx })
+    }
+}
+
+struct SqlStore<'a> {
+    conn: &'a Connection,
+}
+
+impl SqlStore<'_> {
+    fn withdrawals_where(
+        &self,
+        clause: &str,
+        arg: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<Withdrawal>> {
+        let sql = format!(
+            "SELECT id, restaker, asset, amount, claimable_at_ms FROM withdrawals WHERE {clause} ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, restaker, asset, amount, at) = row?;
+            out.push(Withdrawal {
+                id: u64::try_from(id).map_err(|_| LedgerError::Corrupt("negative id".into()))?,
+                restaker: key(&restaker)?,
+                asset,
+                amount: dec(&amount, "withdrawal amount")?,
+                claimable_at_ms: dec(&at, "claimable_at_ms")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn all_pairs(&self, sql: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn operators_where(
+        &self,
+        clause: &str,
+        arg: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<(Key, OperatorState)>> {
+        let sql = format!(
+            "SELECT key, peer_key, magnitude_ppm, pending_magnitude_ppm, pending_effective_at_ms, jailed \
+             FROM operators WHERE {clause} ORDER BY key"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Option<u32>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, peer, magnitude_ppm, pm, pat, jailed) = row?;
+            let pending = match (pm, pat) {
+                (Some(m), Some(at)) => Some(PendingDeallocation {
+                    magnitude_ppm: m,
+                    effective_at_ms: dec(&at, "pending_effective_at_ms")?,
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "operator {k}: half a pending deallocation"
+                    )))
+                }
+            };
+            out.push((
+                key(&k)?,
+                OperatorState {
+                    peer_key: key(&peer)?,
+                    magnitude_ppm,
+                    pending,
+                    jailed,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SqlStore<'_> {
+    fn asset(&self, name: &str) -> Result<Option<AssetState>> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached("SELECT price_per_unit, total FROM assets WHERE name = ?1")?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(p, t)| {
+            Ok(AssetState {
+                price_per_unit: dec(&p, "price")?,
+                total: dec(&t, "asset total")?,
+            })
+        })
+        .transpose()
+    }
+    fn put_asset(&mut self, name: &str, asset: &AssetState) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO assets (name, price_per_unit, total) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                name,
+                asset.price_per_unit.to_string(),
+                asset.total.to_string()
+            ])?;
+        Ok(())
+    }
+    fn balance(&self, who: &Key, asset: &str) -> Result<u128> {
+        let row: Option<String> = self
+            .conn
+            .prepare_cached("SELECT amount FROM balances WHERE restaker = ?1 AND asset = ?2")?
+            .query_row(params![who.to_hex(), asset], |r| r.get(0))
+            .optional()?;
+        row.map_or(Ok(0), |s| dec(&s, "balance"))
+    }
+    fn set_balance(&mut self, who: &Key, asset: &str, amount: u128) -> Result<()> {
+        if amount == 0 {
+            self.conn
+                .prepare_cached("DELETE FROM balances WHERE restaker = ?1 AND asset = ?2")?
+                .execute(params![who.to_hex(), asset])?;
+        } else {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO balances (restaker, asset, amount) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![who.to_hex(), asset, amount.to_string()])?;
+        }
+        Ok(())
+    }
+    fn balances_of(&self, who: &Key) -> Result<Vec<(String, u128)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT asset, amount FROM balances WHERE restaker = ?1 ORDER BY asset",
+        )?;
+        let rows = stmt.query_map([who.to_hex()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (a, v) = row?;
+            out.push((a, dec(&v, "balance")?));
+        }
+        Ok(out)
+    }
+    fn delegation(&self, who: &Key) -> Result<Option<Key>> {
+        let row: Option<String> = self
+            .conn
+            .prepare_cached("SELECT operator FROM delegations WHERE restaker = ?1")?
+            .query_row([who.to_hex()], |r| r.get(0))
+            .optional()?;
+        row.map(|s| key(&s)).transpose()
+    }
+    fn set_delegation(&mut self, who: &Key, operator: &Key) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO delegations (restaker, operator) VALUES (?1, ?2)",
+            )?
+            .execute(params![who.to_hex(), operator.to_hex()])?;
+        Ok(())
+    }
+    fn delegators(&self, operator: &Key) -> Result<Vec<Key>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT restaker FROM delegations WHERE operator = ?1 ORDER BY restaker",
+        )?;
+        let rows = stmt.query_map([operator.to_hex()], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(key(&row?)?);
+        }
+        Ok(out)
+    }
+    fn withdrawal(&self, id: u64) -> Result<Option<Withdrawal>> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        Ok(self.withdrawals_where("id = ?1", &id)?.pop())
+    }
+    fn withdrawals_of(&self, who: &Key) -> Result<Vec<Withdrawal>> {
+        self.withdrawals_where("restaker = ?1", &who.to_hex())
+    }
+    fn insert_withdrawal(
+        &mut self,
+        who: &Key,
+        asset: &str,
+        amount: u128,
+        claimable_at_ms: u64,
+    ) -> Result<u64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO withdrawals (restaker, asset, amount, claimable_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![who.to_hex(), asset, amount.to_string(), claimable_at_ms.to_string()])?;
+        u64::try_from(self.conn.last_insert_rowid())
+            .map_err(|_| LedgerError::Corrupt("negative withdrawal id".into()))
+    }
+    fn set_withdrawal_amount(&mut self, id: u64, amount: u128) -> Result<()> {
+        let id = i64::try_from(id).map_err(|_| LedgerError::Corrupt("withdrawal id".into()))?;
+        self.conn
+            .prepare_cached("UPDATE withdrawals SET amount = ?2 WHERE id = ?1")?
+            .execute(params![id, amount.to_string()])?;
+        Ok(())
+    }
+    fn remove_withdrawal(&mut self, id: u64) -> Result<()> {
+        let id = i64::try_from(id).map_err(|_| LedgerError::Corrupt("withdrawal id".into()))?;
+        self.conn
+            .prepare_cached("DELETE FROM withdrawals WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+    fn operator(&self, key: &Key) -> Result<Option<OperatorState>> {
+        Ok(self
+            .operators_where("key = ?1", &key.to_hex())?
+            .pop()
+            .map(|(_, o)| o))
+    }
+    fn put_operator(&mut self, key: &Key, op: &OperatorState) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO operators (key, peer_key, magnitude_ppm, pending_magnitude_ppm, \
+                 pending_effective_at_ms, jailed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                key.to_hex(),
+                op.peer_key.to_hex(),
+                op.magnitude_ppm,
+                op.pending.map(|p| p.magnitude_ppm),
+                op.pending.map(|p| p.effective_at_ms.to_string()),
+                op.jailed,
+            ])?;
+        Ok(())
+    }
+    fn nonce(&self, actor: &Key) -> Result<Option<u64>> {
+        let row: Option<String> = self
+            .conn
+            .prepare_cached("SELECT nonce FROM nonces WHERE actor = ?1")?
+            .query_row([actor.to_hex()], |r| r.get(0))
+            .optional()?;
+        row.map(|s| dec(&s, "nonce")).transpose()
+    }
+    fn set_nonce(&mut self, actor: &Key, nonce: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO nonces (actor, nonce) VALUES (?1, ?2)")?
+            .execute(params![actor.to_hex(), nonce.to_string()])?;
+        Ok(())
+    }
+    fn last_event(&self) -> Result<Option<(u64, [u8; 32])>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(seq, hash)| {
+            let seq =
+                u64::try_from(seq).map_err(|_| LedgerError::Corrupt("negative seq".into()))?;
+            let hash = <[u8; 32]>::try_from(hash.as_slice())
+                .map_err(|_| LedgerError::Corrupt(format!("event {seq}: hash is not 32 bytes")))?;
+            Ok((seq, hash))
+        })
+        .transpose()
+    }
+    fn append_event(&mut self, event: &Event) -> Result<()> {
+        let seq = i64::try_from(event.seq).map_err(|_| LedgerError::Overflow("event seq"))?;
+        let text = serde_json::to_string(event)
+            .map_err(|e| LedgerError::Corrupt(format!("event {seq}: {e}")))?;
+        self.conn
+            .prepare_cached("INSERT INTO events (seq, hash, event) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq, event.hash.as_slice(), text])?;
+        Ok(())
+    }
+    fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event FROM events WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![seq, limit], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row?;
+            out.push(
+                serde_json::from_str(&text)
+                    .map_err(|e| LedgerError::Corrupt(format!("stored event: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+    fn snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM assets ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for name in names {
+            if let Some(a) = self.asset(&name)? {
+                snap.assets.insert(name, a);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT restaker, asset, amount FROM balances")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (k, a, v) = row?;
+            snap.balances.insert((key(&k)?, a), dec(&v, "balance")?);
+        }
+        for (r, o) in self.all_pairs("SELECT restaker, operator FROM delegations")? {
+            snap.delegations.insert(key(&r)?, key(&o)?);
+        }
+        for w in self.withdrawals_where("1 = ?1", &1)? {
+            snap.withdrawals.insert(w.id, w);
+        }
+        snap.operators = self
+            .operators_where("1 = ?1", &1)?
+            .into_iter()
+            .collect::<BTreeMap<_, _>>();
+        for (a, n) in self.all_pairs("SELECT actor, nonce FROM nonces")? {
+            snap.nonces.insert(key(&a)?, dec(&n, "nonce")?);
+        }
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        snap.event_count =
+            u64::try_from(count).map_err(|_| LedgerError::Corrupt("event count".into()))?;
+        snap.last_hash = self.last_event()?.map(|(_, h)| h);
+        Ok(snap)
+    }
+}
+
+impl CollateralLedger for SqliteLedger {
+    fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+    fn verifier_key(&self) -> Key {
+        Key::of(&self.signer)
+    }
+    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let cx = Ctx {
+            config: &self.config,
+            network_id: &self.network_id,
+            signer: &self.signer,
+        };
+        // On any error `tx` is dropped here, which rolls everything back.
+        let applied = apply_request(&mut SqlStore { conn: &tx }, &cx, request, now_ms)?;
+        tx.commit()?;
+        Ok(applied)
+    }
+    fn balance(&self, restaker: &Key, asset: &str) -> Result<u128> {
+        self.read(|s| s.balance(restaker, asset))
+    }
+    fn withdrawals(&self, restaker: &Key) -> Result<Vec<Withdrawal>> {
+        self.read(|s| s.withdrawals_of(restaker))
+    }
+    fn delegation(&self, restaker: &Key) -> Result<Option<Key>> {
+        self.read(|s| s.delegation(restaker))
+    }
+    fn operator(&self, operator: &Key) -> Result<Option<OperatorState>> {
+        self.read(|s| s.operator(operator))
+    }
+    fn last_nonce(&self, actor: &Key) -> Result<Option<u64>> {
+        self.read(|s| s.nonce(actor))
+    }
+    fn slashable_stake(&self, operator: &Key, now_ms: u64) -> Result<BTreeMap<String, u128>> {
+        self.read(|s| super::slashable_stake(s, operator, now_ms))
+    }
+    fn is_jailed(&self, operator: &Key, now_ms: u64) -> Result<bool> {
+        self.read(|s| super::is_jailed(s, &self.config, operator, now_ms))
+    }
+    fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read(|s| s.events_from(seq, limit))
+    }
+    fn snapshot(&self) -> Result<Snapshot> {
+        self.read(|s| s.snapshot())
+    }
+}

@@ -1,0 +1,55 @@
+//! `vouch-verifier`: the verifier's restaked-collateral ledger (disputes and the HTTP API
+//! will build on it).
+//!
+//! Layout:
+//! - [`requests`]: [`SignedRequest`], the only way to change the ledger. Each carries the
+//!   actor's ed25519 key, a per-actor strictly increasing nonce, a [`RequestBody`] and a
+//!   signature over a domain-tagged SHA-256 of canonical JSON bound to the network id.
+//! - [`ledger`]: the [`CollateralLedger`] trait; [`SqliteLedger`] (one SQLite file, one
+//!   exclusive transaction per request) and [`MemoryLedger`] (tests). Both run the same
+//!   rules over a storage trait: deposits, delegation, allocation with delayed
+//!   deallocation, delayed withdrawals that stay slashable, and pro-rata slashing with a
+//!   challenger bounty and a burn.
+//! - [`events`]: every applied request appends one hash-chained event, signed by the
+//!   verifier key, in the same transaction; [`verify_chain`] checks a run of them.
+//! - [`error`]: [`LedgerError`], what a refused request tells its client.
+//!
+//! The crate spawns no tasks and does no network I/O. Data flows one way: a client signs
+//! a request → [`CollateralLedger::apply`] authenticates it, checks the nonce, applies the
+//! rules and appends the signed event, all or nothing → readers query the state or page
+//! through [`CollateralLedger::events_from`].
+//!
+//! ```
+//! use ed25519_dalek::SigningKey;
+//! use vouch_verifier::{
+//!     CollateralLedger, LedgerConfig, MemoryLedger, RequestBody, SignedRequest, verify_chain,
+//! };
+//!
+//! let net = [1u8; 32];
+//! let admin = SigningKey::from_bytes(&[2; 32]);
+//! let alice = SigningKey::from_bytes(&[3; 32]);
+//! let ledger = MemoryLedger::new(LedgerConfig::new(60_000, 120_000, 0)?, net, admin.clone());
+//!
+//! let asset = RequestBody::RegisterAsset { asset: "eth".into(), price_per_unit: 3 };
+//! ledger.apply(&SignedRequest::sign(&net, &admin, 1, asset)?, 0)?;
+//! let deposit = RequestBody::Deposit { asset: "eth".into(), amount: 10 };
+//! ledger.apply(&SignedRequest::sign(&net, &alice, 1, deposit)?, 0)?;
+//!
+//! let alice_key = vouch_verifier::Key::of(&alice);
+//! assert_eq!(ledger.balance(&alice_key, "eth")?, 10);
+//! verify_chain(&ledger.events_from(0, 100)?, &ledger.verifier_key())?;
+//! # Ok::<(), vouch_verifier::LedgerError>(())
+//! ```
+
+pub mod error;
+pub mod events;
+pub mod ledger;
+pub mod requests;
+
+pub use error::LedgerError;
+pub use events::{verify_chain, Conservation, Event};
+pub use ledger::{
+    Applied, AssetSlash, AssetState, CollateralLedger, LedgerConfig, MemoryLedger, OperatorState,
+    Outcome, PendingDeallocation, SlashOutcome, Snapshot, SqliteLedger, Withdrawal, PPM,
+};
+pub use requests::{signing_root, Key, RequestBody, Sig, SignedRequest};

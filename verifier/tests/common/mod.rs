@@ -1,0 +1,69 @@
+//! Shared test helpers: fixed keys, a request builder with per-actor nonces, setup.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use ed25519_dalek::SigningKey;
+use vouch_verifier::{
+    CollateralLedger, Key, LedgerConfig, LedgerError, RequestBody, SignedRequest, Snapshot,
+};
+
+pub const NET: [u8; 32] = [0x5a; 32];
+pub const WINDOW_MS: u64 = 100;
+pub const DELAY_MS: u64 = 1_000;
+pub const MIN_STAKE_VALUE: u128 = 1_000;
+
+pub fn config() -> LedgerConfig {
+    LedgerConfig::new(WINDOW_MS, DELAY_MS, MIN_STAKE_VALUE).expect("delay > window")
+}
+
+pub fn sk(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn admin() -> SigningKey {
+    sk(1)
+}
+
+/// Hands out increasing nonces per actor.
+#[derive(Debug, Default)]
+pub struct Signer {
+    next: HashMap<Key, u64>,
+}
+
+impl Signer {
+    pub fn req(&mut self, who: &SigningKey, body: RequestBody) -> SignedRequest {
+        let n = self.next.entry(Key::of(who)).or_insert(1);
+        *n += 1;
+        SignedRequest::sign(&NET, who, *n, body).expect("sign")
+    }
+
+    pub fn register_operator(&mut self, op: &SigningKey, peer: &SigningKey) -> SignedRequest {
+        let body = RequestBody::RegisterOperator {
+            peer_key: Key::of(peer),
+        };
+        self.req(op, body)
+            .with_peer_signature(&NET, peer)
+            .expect("peer sign")
+    }
+}
+
+pub fn ok(ledger: &dyn CollateralLedger, req: &SignedRequest, now: u64) {
+    if let Err(e) = ledger.apply(req, now) {
+        panic!("{} refused: {e}", req.body.kind());
+    }
+}
+
+pub fn must_fail(ledger: &dyn CollateralLedger, req: &SignedRequest, now: u64) -> LedgerError {
+    let before: Snapshot = ledger.snapshot().expect("snapshot");
+    let err = ledger
+        .apply(req, now)
+        .expect_err("request should have been refused");
+    assert_eq!(
+        ledger.snapshot().expect("snapshot"),
+        before,
+        "a refused request changed state"
+    );
+    err
+}
