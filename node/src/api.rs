@@ -254,7 +254,8 @@ async fn auth(State(keys): State<Arc<Vec<[u8; 32]>>>, req: Request, next: Next) 
     }
 }
 
-fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The request body, or the API's error for a body that is too large or unreadable.
+pub(crate) fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

@@ -192,17 +192,7 @@ impl DockerExecutor {
                 e => self.map_err(e),
             })?;
         let attach = docker
-            .attach_container(
-                &created.id,
-                Some(AttachContainerOptions::<String> {
-                    stdin: Some(true),
-                    stdout: Some(true),
-                    stderr: Some(true),
-                    stream: Some(true),
-                    logs: Some(false),
-                    detach_keys: None,
-                }),
-            )
+            .attach_container(&created.id, Some(attach_options()))
             .await
             .map_err(|e| self.map_err(e))?;
         if let Err(e) = docker
@@ -589,17 +579,7 @@ impl DockerExecutor {
         let l = &spec.limits;
         let t1 = Instant::now();
         let attach = docker
-            .attach_container(
-                id,
-                Some(AttachContainerOptions::<String> {
-                    stdin: Some(true),
-                    stdout: Some(true),
-                    stderr: Some(true),
-                    stream: Some(true),
-                    logs: Some(false),
-                    detach_keys: None,
-                }),
-            )
+            .attach_container(id, Some(attach_options()))
             .await
             .map_err(|e| self.map_err(e))?;
         let mut output = attach.output;
@@ -674,10 +654,7 @@ impl DockerExecutor {
                     "output limit exceeded: the workload wrote more than {} bytes to stdout",
                     l.output_bytes
                 ),
-                LimitKind::Timeout => format!(
-                    "timeout: the workload ran longer than {} ms and was killed",
-                    l.timeout_ms
-                ),
+                LimitKind::Timeout => timeout_detail(l.timeout_ms),
                 LimitKind::Memory => unreachable_memory(),
             };
             return Ok(RunOutcome::LimitExceeded {
@@ -712,10 +689,7 @@ impl DockerExecutor {
                 self.kill(docker, id).await;
                 return Ok(RunOutcome::LimitExceeded {
                     kind: LimitKind::Timeout,
-                    detail: format!(
-                        "timeout: the workload ran longer than {} ms and was killed",
-                        l.timeout_ms
-                    ),
+                    detail: timeout_detail(l.timeout_ms),
                     stderr: stderr.diag.clone().freeze(),
                 });
             }
@@ -873,6 +847,18 @@ impl StderrSplitter {
 
 /// Longest leaf in bytes (hex doubles it).
 pub const LEAF_HEX_MAX: usize = vouch_proto::MAX_LEAF_BYTES;
+
+/// Attach to all three streams, live only (nothing the container wrote before).
+fn attach_options() -> AttachContainerOptions<String> {
+    AttachContainerOptions {
+        stdin: Some(true),
+        stdout: Some(true),
+        stderr: Some(true),
+        stream: Some(true),
+        logs: Some(false),
+        detach_keys: None,
+    }
+}
 
 fn timeout_detail(ms: u64) -> String {
     format!("timeout: the workload ran longer than {ms} ms and was killed")

@@ -296,17 +296,7 @@ async fn chat_completions(
     State(node): State<Arc<Node>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body is over this node's max_body_bytes",
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", rej.body_text())
-        }
-    })?;
+    let body = crate::api::body_or_error(body)?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

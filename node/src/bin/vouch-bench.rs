@@ -331,32 +331,19 @@ fn sandbox_args(limits: &vouch_proto::Limits) -> Vec<String> {
 }
 
 async fn bench_jobs(args: &Args) -> anyhow::Result<Value> {
-    let dir = tempfile::tempdir()?;
     let config = Config {
-        data_dir: dir.path().to_path_buf(),
         max_concurrent_jobs: args.concurrency.iter().copied().max().unwrap_or(4).max(1),
         ..Config::default()
     };
-    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let signer = SigningStore::open(&dir.path().join("signing.sqlite"), key, config.network_id())?;
-    let exec = DockerExecutor::new(config.docker_endpoint(), "bench");
-    exec.health().await.context("Docker is not reachable")?;
-    exec.resolve_image(&args.image)
-        .await
-        .with_context(|| format!("{} missing: run images/build.sh", args.image))?;
     let limits = config.limits;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (node, worker) = Node::new(
-        config,
-        Arc::new(JobStore::open(&dir.path().join("jobs.sqlite"))?),
-        Arc::new(signer),
-        Arc::new(exec),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(vouch_node::serve(node, worker, listener, async {
-        let _ = stopped.await;
-    }));
+    let (url, stop, server, _dir) = start_node(config).await?;
+    reqwest::Client::new()
+        .post(format!("{url}/v1/jobs"))
+        .json(&json!({"image": args.image, "nonce": "probe"}))
+        .send()
+        .await?
+        .error_for_status()
+        .with_context(|| format!("{} missing: run images/build.sh", args.image))?;
     let client = reqwest::Client::new();
     let input = "the quick brown fox jumps over the lazy dog\n".repeat(100);
     let mut nonce = 0u64;
