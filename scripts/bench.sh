@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every benchmark in one command. Writes target/bench/report.md (Markdown, the source of
+# BENCHMARKS.md) and target/bench/report.json. Each figure is measured next to its baseline
+# in the same run; ratios, not absolute times, are what carries over between machines.
+#
+#   bash scripts/bench.sh            # full run (about 5 minutes on 2 cores)
+#   BENCH_QUICK=1 bash scripts/bench.sh   # fewer samples, for a smoke check
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+out="$repo/target/bench"
+mkdir -p "$out"
+quick="${BENCH_QUICK:-}"
+
+echo "==> building images and the bench tool" >&2
+bash images/build.sh >&2
+cargo build --release -p vouch-node --bin vouch-bench >&2
+
+crit=(-- --warm-up-time 1 --measurement-time "${quick:+1}${quick:-4}")
+echo "==> criterion: receipt signing and verification" >&2
+cargo bench -p vouch-proto --bench receipts "${crit[@]}" >&2
+echo "==> criterion: one-token recomputation vs full generation" >&2
+cargo bench -p vouch-inference --bench step_vs_full "${crit[@]}" >&2
+
+echo "==> end to end: jobs and inference through vouch-node" >&2
+if [ -n "$quick" ]; then
+  ./target/release/vouch-bench --suite all --runs 8 --jobs 8 --requests 8 --json "$out/node.json" >"$out/node.md"
+else
+  ./target/release/vouch-bench --suite all --runs 30 --jobs 24 --requests 40 --json "$out/node.json" >"$out/node.md"
+fi
+
+python3 scripts/bench_report.py "$repo/target/criterion" "$out/node.json" "$out/node.md" >"$out/report.md"
+echo "==> wrote $out/report.md and $out/report.json" >&2
+cat "$out/report.md"
