@@ -91,6 +91,14 @@ pub enum LedgerError {
     /// A sum or product would leave the range of `u128` (or a time that of `u64`).
     #[error("arithmetic overflow in {0}: amounts must stay below 2^128 base units")]
     Overflow(&'static str),
+    /// A slash names an offence that an earlier slash already punished.
+    #[error("offence {offence} was already slashed (event {event_seq}); one offence, one slash")]
+    AlreadySlashed {
+        /// The offence id (64 lowercase hex).
+        offence: String,
+        /// The event of the earlier slash.
+        event_seq: u64,
+    },
     /// A rule about delays, magnitudes or delegation was broken; the text names it.
     #[error("refused: {0}")]
     Rule(String),
@@ -134,6 +142,62 @@ impl LedgerError {
     pub(crate) fn rule(msg: impl Into<String>) -> Self {
         LedgerError::Rule(msg.into())
     }
+}
+
+/// Why a dispute was refused (or could not be decided).
+///
+/// Every variant but [`DisputeError::Ledger`] with a verifier fault inside, and
+/// [`DisputeError::Busy`], is the challenger's to fix: the evidence does not prove an
+/// offence. A refused dispute changes nothing in the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum DisputeError {
+    /// A receipt does not decode, its JSON view does not match its encoding, or its
+    /// signature does not verify under the operator key it names.
+    #[error("receipt_{which}: {source}")]
+    Receipt {
+        /// `"a"` or `"b"`.
+        which: &'static str,
+        /// What is wrong with it.
+        source: vouch_proto::ProtoError,
+    },
+    /// A receipt signed for another network (its signature proves nothing here).
+    #[error("receipt_{which} is for network {got}, this verifier judges network {expected}")]
+    WrongNetwork {
+        /// `"a"` or `"b"`.
+        which: &'static str,
+        /// The receipt's network id.
+        got: vouch_proto::NetworkId,
+        /// This verifier's network id.
+        expected: vouch_proto::NetworkId,
+    },
+    /// The receipts name different operators: no one signed both.
+    #[error("not an equivocation: receipt_a is signed by {a}, receipt_b by {b}; both must be signed by one operator")]
+    DifferentOperators {
+        /// Operator of receipt a.
+        a: vouch_proto::OperatorKey,
+        /// Operator of receipt b.
+        b: vouch_proto::OperatorKey,
+    },
+    /// Both receipts have the same signing root: one statement, sent twice.
+    #[error(
+        "not an equivocation: both receipts have signing root {root}; send two different receipts"
+    )]
+    SameReceipt {
+        /// The common signing root, hex.
+        root: String,
+    },
+    /// Different job and different sequence number: two honest receipts.
+    #[error("not an equivocation: the receipts differ in both job_id and sequence; an equivocation needs the same job or the same sequence number")]
+    Unrelated,
+    /// A challenger key that cannot receive a bounty.
+    #[error("invalid challenger: {0}")]
+    Challenger(String),
+    /// Other verifiers kept taking the admin nonce; try again.
+    #[error("the ledger is busy (admin nonce raced {0} times); retry the dispute")]
+    Busy(u32),
+    /// The ledger refused the slash or failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 /// Shorthand used throughout the crate.

@@ -29,7 +29,7 @@ use crate::events::{Conservation, Event};
 use crate::requests::{decimal, Key, RequestBody, SignedRequest};
 
 pub use memory::MemoryLedger;
-pub use sqlite::SqliteLedger;
+pub use sqlite::{SqliteLedger, SCHEMA_VERSION};
 
 /// Parts per million: the unit of magnitudes, slash fractions and bounties.
 pub const PPM: u32 = 1_000_000;
@@ -262,6 +262,8 @@ pub struct Snapshot {
     pub operators: BTreeMap<Key, OperatorState>,
     /// Last accepted nonce per actor.
     pub nonces: BTreeMap<Key, u64>,
+    /// Slashed offence ids (64 lowercase hex) → seq of the slash event that punished them.
+    pub offences: BTreeMap<String, u64>,
     /// Number of events.
     pub event_count: u64,
     /// Hash of the last event.
@@ -332,6 +334,10 @@ pub(crate) trait Store {
     fn put_operator(&mut self, key: &Key, operator: &OperatorState) -> Result<()>;
     fn nonce(&self, actor: &Key) -> Result<Option<u64>>;
     fn set_nonce(&mut self, actor: &Key, nonce: u64) -> Result<()>;
+    /// The seq of the slash event that punished this offence, if any.
+    fn offence(&self, id: &str) -> Result<Option<u64>>;
+    /// Records that the slash event `seq` punished offence `id`.
+    fn insert_offence(&mut self, id: &str, seq: u64) -> Result<()>;
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>>;
     fn append_event(&mut self, event: &Event) -> Result<()>;
     fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
@@ -491,6 +497,10 @@ pub(crate) fn is_jailed(
         value = value.saturating_add(amount.saturating_mul(price));
     }
     Ok(value < cx.min_stake_value())
+}
+
+fn valid_offence_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn valid_asset_name(name: &str) -> bool {
@@ -702,7 +712,23 @@ pub(crate) fn apply_request(
             bounty_ppm,
             challenger,
             jail,
+            offence,
         } => {
+            if let Some(id) = offence {
+                // Checked here and recorded below with the event, in the same transaction:
+                // two verifiers racing to punish one offence cannot both succeed.
+                if !valid_offence_id(id) {
+                    return Err(LedgerError::Invalid(format!(
+                        "offence {id:?}: use 64 lowercase hex characters"
+                    )));
+                }
+                if let Some(event_seq) = s.offence(id)? {
+                    return Err(LedgerError::AlreadySlashed {
+                        offence: id.clone(),
+                        event_seq,
+                    });
+                }
+            }
             if *fraction_ppm == 0 {
                 return Err(LedgerError::Invalid(
                     "fraction_ppm must be at least 1".into(),
@@ -753,6 +779,12 @@ pub(crate) fn apply_request(
         cx.signer,
     )?;
     s.append_event(&event)?;
+    if let RequestBody::Slash {
+        offence: Some(id), ..
+    } = &req.body
+    {
+        s.insert_offence(id, event.seq)?;
+    }
     Ok(Applied { outcome, event })
 }
 

@@ -41,12 +41,19 @@
 //! # Ok::<(), vouch_verifier::LedgerError>(())
 //! ```
 
+pub mod api;
+pub mod disputes;
 pub mod error;
 pub mod events;
 pub mod ledger;
 pub mod requests;
+pub mod server;
 
-pub use error::LedgerError;
+pub use api::{router, ApiError, ApiState};
+pub use disputes::{
+    equivocation_offence, DisputeConfig, Offence, Verdict, VerdictOutcome, Verifier,
+};
+pub use error::{DisputeError, LedgerError};
 pub use events::{verify_chain, Conservation, Event};
 pub use ledger::{
     Applied, AssetSlash, AssetState, CollateralLedger, LedgerConfig, MemoryLedger, OperatorState,

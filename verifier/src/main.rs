@@ -1,19 +1,24 @@
-//! `vouch-verifier` binary: receipt checks for challengers (the ledger is in the library).
-//!
-//! For now it offers the one check every challenger starts with: does a receipt verify,
-//! and is it about the job spec it came with.
+//! `vouch-verifier` binary: parses the command line, sets up tracing and calls into the
+//! library (`server::run`, `Verifier`) or the small client helpers in `cli/`.
+
+mod cli;
 
 use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use vouch_proto::{NetworkId, ReceiptJson};
+use vouch_verifier::{ApiState, DisputeConfig, Key, LedgerConfig, SqliteLedger, Verifier};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "vouch-verifier",
     version,
-    about = "Vouch verifier (early): receipt checks for challengers"
+    about = "Vouch verifier: collateral ledger, disputes and slashing"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,10 +30,83 @@ enum Command {
     /// Check a job JSON (`GET /v1/jobs/{id}`) from stdin: signature, and that the receipt
     /// binds the spec's job id, image and input digest.
     Check,
+    /// The verifier's ed25519 key (`DATA_DIR/verifier.pem`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Serve the ledger and dispute API.
+    Run(RunArgs),
+    /// Client: raise a dispute with a running verifier.
+    Dispute {
+        #[command(subcommand)]
+        command: DisputeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a new key (refuses to overwrite one).
+    Generate {
+        #[arg(long, env = "VOUCH_VERIFIER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Print the public key.
+    Show {
+        #[arg(long, env = "VOUCH_VERIFIER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Holds `verifier.pem` and `ledger.sqlite`.
+    #[arg(long, env = "VOUCH_VERIFIER_DATA_DIR")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// Network name (or 64 hex characters of network id).
+    #[arg(long)]
+    network: String,
+    #[arg(long, default_value_t = 3_600_000)]
+    challenge_window_ms: u64,
+    /// Must be greater than the challenge window.
+    #[arg(long, default_value_t = 7 * 24 * 3_600_000)]
+    withdrawal_delay_ms: u64,
+    /// Operators whose slashable stake is worth less (quote units) count as jailed.
+    #[arg(long, default_value_t = 0)]
+    min_stake_value: u128,
+}
+
+#[derive(Debug, Subcommand)]
+enum DisputeCommand {
+    /// Two conflicting receipts by one operator (same job or same sequence number).
+    Equivocation {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        url: String,
+        /// The key that receives the bounty: a PKCS#8 PEM key or a file with 64 hex characters.
+        #[arg(long)]
+        challenger_key: PathBuf,
+        /// A receipt JSON, or a job JSON with a `receipt` field.
+        #[arg(long)]
+        a: PathBuf,
+        /// The conflicting receipt (same forms as --a).
+        #[arg(long)]
+        b: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -39,25 +117,119 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check => {
-            let mut text = String::new();
-            std::io::stdin().take(1 << 20).read_to_string(&mut text)?;
-            let job: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
-            let receipt: vouch_proto::ReceiptJson = serde_json::from_value(job["receipt"].clone())
-                .context("no receipt in the job JSON")?;
-            let signed = receipt.verify()?;
-            let spec = vouch_proto::JobSpec::from_json(job["spec"].to_string().as_bytes())?;
+        Command::Check => check(),
+        Command::Keys { command } => match command {
+            KeysCommand::Generate { data_dir } => {
+                let key = cli::keys::generate(&cli::keys::key_path(&data_dir))?;
+                println!("{}", Key::of(&key));
+                Ok(())
+            }
+            KeysCommand::Show { data_dir } => {
+                let key = cli::keys::load(&cli::keys::key_path(&data_dir))?;
+                println!("{}", Key::of(&key));
+                Ok(())
+            }
+        },
+        Command::Run(args) => serve(args),
+        Command::Dispute {
+            command:
+                DisputeCommand::Equivocation {
+                    url,
+                    challenger_key,
+                    a,
+                    b,
+                },
+        } => {
+            let body = serde_json::json!({
+                "challenger": cli::keys::load_public(&challenger_key)?,
+                "receipt_a": read_receipt(&a)?,
+                "receipt_b": read_receipt(&b)?,
+            });
+            let (status, answer) = tokio::runtime::Runtime::new()?.block_on(
+                cli::client::post_json(&url, "/v1/disputes/equivocation", &body),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
             anyhow::ensure!(
-                spec.job_id()? == signed.receipt.job_id
-                    && spec.image == signed.receipt.image
-                    && spec.input_digest == signed.receipt.input_digest,
-                "the receipt is not about this job spec"
-            );
-            println!(
-                "ok: job {} signed by {} (sequence {})",
-                signed.receipt.job_id, signed.receipt.operator, signed.receipt.sequence
+                (200..300).contains(&status),
+                "the verifier answered {status}"
             );
             Ok(())
         }
     }
+}
+
+fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let admin = cli::keys::load(&cli::keys::key_path(&args.data_dir))?;
+    let network = NetworkId::parse_or_name(&args.network);
+    let config = LedgerConfig::new(
+        args.challenge_window_ms,
+        args.withdrawal_delay_ms,
+        args.min_stake_value,
+    )?;
+    let ledger = SqliteLedger::open(
+        args.data_dir.join("ledger.sqlite"),
+        config,
+        network.0,
+        admin.clone(),
+    )?;
+    let verifier = Verifier::new(
+        Arc::new(ledger),
+        admin.clone(),
+        network,
+        DisputeConfig::default(),
+    );
+    let state = ApiState::new(Arc::new(verifier));
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding {} (is another verifier running? pick another --listen)",
+                    args.listen
+                )
+            })?;
+        tracing::info!(
+            listen = %args.listen,
+            network = %network,
+            verifier = %Key::of(&admin),
+            "vouch-verifier serving"
+        );
+        vouch_verifier::server::run(listener, state, vouch_verifier::server::shutdown_signal())
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// A receipt JSON, or a job JSON (`GET /v1/jobs/{id}`) with a `receipt` field.
+fn read_receipt(path: &Path) -> anyhow::Result<ReceiptJson> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    if let Some(receipt) = value.get_mut("receipt") {
+        value = receipt.take();
+    }
+    serde_json::from_value(value)
+        .with_context(|| format!("{}: not a receipt JSON (SPEC.md §4.1)", path.display()))
+}
+
+fn check() -> anyhow::Result<()> {
+    let mut text = String::new();
+    std::io::stdin().take(1 << 20).read_to_string(&mut text)?;
+    let job: serde_json::Value = serde_json::from_str(&text).context("not JSON")?;
+    let receipt: vouch_proto::ReceiptJson =
+        serde_json::from_value(job["receipt"].clone()).context("no receipt in the job JSON")?;
+    let signed = receipt.verify()?;
+    let spec = vouch_proto::JobSpec::from_json(job["spec"].to_string().as_bytes())?;
+    anyhow::ensure!(
+        spec.job_id()? == signed.receipt.job_id
+            && spec.image == signed.receipt.image
+            && spec.input_digest == signed.receipt.input_digest,
+        "the receipt is not about this job spec"
+    );
+    println!(
+        "ok: job {} signed by {} (sequence {})",
+        signed.receipt.job_id, signed.receipt.operator, signed.receipt.sequence
+    );
+    Ok(())
 }

@@ -191,6 +191,13 @@ pub enum RequestBody {
         challenger: Key,
         /// Whether the operator is jailed as well.
         jail: bool,
+        /// The offence this slash punishes: 64 lowercase hex characters (for example
+        /// [`crate::disputes::Offence::id`]). The ledger slashes each offence at most once;
+        /// a second slash naming it is refused with [`LedgerError::AlreadySlashed`].
+        /// Absent (and then not part of the signing root) for slashes that name none, so
+        /// requests signed before this field existed stay valid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offence: Option<String>,
     },
 }
 

@@ -213,6 +213,7 @@ fn refused_requests_change_nothing() {
                         bounty_ppm: 500_000,
                         challenger: Key::of(&sk(10)),
                         jail: true,
+                        offence: None,
                     },
                 )
             },
@@ -393,6 +394,7 @@ fn refused_requests_change_nothing() {
                         bounty_ppm: 1_000_000,
                         challenger: Key::of(&sk(20)),
                         jail: false,
+                        offence: None,
                     },
                 )
             },

@@ -67,6 +67,7 @@ fn same_slash_on_twenty_connections_applies_once() {
             bounty_ppm: 0,
             challenger: Key::of(&sk(40)),
             jail: false,
+            offence: None,
         },
     );
     let barrier = Arc::new(Barrier::new(20));

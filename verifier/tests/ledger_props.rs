@@ -23,7 +23,7 @@ enum Op {
     Deallocate(usize, u32),
     Queue(usize, usize, u128),
     Complete(usize, u64),
-    Slash(usize, u32, u32, usize, bool),
+    Slash(usize, u32, u32, usize, bool, Option<u8>),
     Advance(u64),
 }
 
@@ -39,8 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2usize, 0..=1_000_000u32).prop_map(|(o, m)| Op::Deallocate(o, m)),
         3 => (0..4usize, 0..2usize, 1u128..6_000).prop_map(|(r, a, x)| Op::Queue(r, a, x)),
         2 => (0..4usize, 1..12u64).prop_map(|(r, id)| Op::Complete(r, id)),
-        3 => (0..2usize, prop_oneof![1..=1_000_000u32, Just(1_000_000u32)], 0..1_000_000u32, 0..4usize, any::<bool>())
-            .prop_map(|(o, f, b, c, j)| Op::Slash(o, f, b, c, j)),
+        3 => (0..2usize, prop_oneof![1..=1_000_000u32, Just(1_000_000u32)], 0..1_000_000u32, 0..4usize, any::<bool>(), prop_oneof![2 => Just(None), 3 => (0..4u8).prop_map(Some)])
+            .prop_map(|(o, f, b, c, j, x)| Op::Slash(o, f, b, c, j, x)),
         2 => (0..2 * DELAY_MS).prop_map(Op::Advance),
     ]
 }
@@ -141,7 +141,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 &sk(RESTAKERS[r]),
                 RequestBody::CompleteWithdrawal { withdrawal_id: id },
             ),
-            Op::Slash(o, f, b, c, jail) => s.req(
+            Op::Slash(o, f, b, c, jail, offence) => s.req(
                 &admin(),
                 RequestBody::Slash {
                     operator: Key::of(&sk(OPERATORS[o])),
@@ -149,6 +149,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     bounty_ppm: b,
                     challenger: Key::of(&sk(RESTAKERS[c])),
                     jail,
+                    // A few ids, so repeats (refused) happen; 3 is malformed (refused too).
+                    offence: offence.map(|x| match x {
+                        3 => "not-an-offence-id".to_owned(),
+                        x => hex::encode([x; 32]),
+                    }),
                 },
             ),
         };
@@ -353,6 +358,7 @@ fn withdraw_then_slash_cuts_the_queued_amount() {
             bounty_ppm: 100_000,
             challenger: Key::of(&sk(40)),
             jail: true,
+            offence: None,
         },
     );
     let applied = l.apply(&slash, 500).expect("slash");

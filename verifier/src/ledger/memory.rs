@@ -23,6 +23,7 @@ struct State {
     next_withdrawal: u64,
     operators: BTreeMap<Key, OperatorState>,
     nonces: BTreeMap<Key, u64>,
+    offences: BTreeMap<String, u64>,
     events: Vec<Event>,
 }
 
@@ -161,6 +162,13 @@ impl Store for State {
         self.nonces.insert(*actor, nonce);
         Ok(())
     }
+    fn offence(&self, id: &str) -> Result<Option<u64>> {
+        Ok(self.offences.get(id).copied())
+    }
+    fn insert_offence(&mut self, id: &str, seq: u64) -> Result<()> {
+        self.offences.insert(id.to_owned(), seq);
+        Ok(())
+    }
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>> {
         Ok(self.events.last().map(|e| (e.seq, e.hash)))
     }
@@ -186,6 +194,7 @@ impl Store for State {
             withdrawals: self.withdrawals.clone(),
             operators: self.operators.clone(),
             nonces: self.nonces.clone(),
+            offences: self.offences.clone(),
             event_count: self.events.len() as u64,
             last_hash: self.events.last().map(|e| e.hash),
         })

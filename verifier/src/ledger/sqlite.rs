@@ -10,7 +10,8 @@
 //!   TEXT keeps the file readable with the `sqlite3` shell and the values exact;
 //! - keys are lowercase hex TEXT, so `ORDER BY` gives the same order as `Key`'s `Ord`;
 //! - the schema version is `PRAGMA user_version`, migrated on open inside an exclusive
-//!   transaction; the file remembers the verifier key, network id and config it was
+//!   transaction, one step at a time (`tests/migration.rs` opens a committed version-1
+//!   file); the file remembers the verifier key, network id and config it was
 //!   created with and refuses to open with others.
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use crate::events::Event;
 use crate::requests::{Key, SignedRequest};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -52,6 +53,11 @@ CREATE TABLE operators (
     WITHOUT ROWID;
 CREATE TABLE nonces (actor TEXT PRIMARY KEY, nonce TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE events (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, event TEXT NOT NULL);
+";
+
+/// Version 1 → 2: one slash per offence. `event_seq` is the slash event that punished it.
+const MIGRATION_V2: &str = "
+CREATE TABLE offences (id TEXT PRIMARY KEY, event_seq INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// A ledger stored in a SQLite file. Several `SqliteLedger`s (threads or processes) may
@@ -100,21 +106,27 @@ impl SqliteLedger {
                     .map_err(|e| LedgerError::Corrupt(format!("config: {e}")))?,
             ),
         ];
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA_V1)?;
-                for (k, v) in &wanted {
-                    tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
-                }
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        if !(0..=SCHEMA_VERSION).contains(&version) {
+            return Err(LedgerError::Corrupt(format!(
+                "{}: schema version {version} is newer than this verifier ({SCHEMA_VERSION}); upgrade vouch-verifier",
+                path.display()
+            )));
+        }
+        // Each step takes the file from one version to the next; a new file runs them all.
+        if version < 1 {
+            tx.execute_batch(SCHEMA_V1)?;
+            for (k, v) in &wanted {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
             }
-            SCHEMA_VERSION => {}
-            v => {
-                return Err(LedgerError::Corrupt(format!(
-                    "{}: schema version {v} is newer than this verifier ({SCHEMA_VERSION}); upgrade vouch-verifier",
-                    path.display()
-                )))
-            }
+        }
+        if version < 2 {
+            tx.execute_batch(MIGRATION_V2)?;
+        }
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         for (k, v) in &wanted {
             let stored: Option<String> = tx
@@ -410,6 +422,25 @@ impl Store for SqlStore<'_> {
             .execute(params![actor.to_hex(), nonce.to_string()])?;
         Ok(())
     }
+    fn offence(&self, id: &str) -> Result<Option<u64>> {
+        let row: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT event_seq FROM offences WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        row.map(|seq| {
+            u64::try_from(seq).map_err(|_| LedgerError::Corrupt("negative offence seq".into()))
+        })
+        .transpose()
+    }
+    fn insert_offence(&mut self, id: &str, seq: u64) -> Result<()> {
+        let seq = i64::try_from(seq).map_err(|_| LedgerError::Overflow("event seq"))?;
+        // No OR REPLACE: a duplicate is a broken invariant and must fail the transaction.
+        self.conn
+            .prepare_cached("INSERT INTO offences (id, event_seq) VALUES (?1, ?2)")?
+            .execute(params![id, seq])?;
+        Ok(())
+    }
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>> {
         let row: Option<(i64, Vec<u8>)> = self
             .conn
@@ -490,6 +521,15 @@ impl Store for SqlStore<'_> {
             .collect::<BTreeMap<_, _>>();
         for (a, n) in self.all_pairs("SELECT actor, nonce FROM nonces")? {
             snap.nonces.insert(key(&a)?, dec(&n, "nonce")?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, event_seq FROM offences")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (id, seq) = row?;
+            let seq = u64::try_from(seq).map_err(|_| LedgerError::Corrupt("offence seq".into()))?;
+            snap.offences.insert(id, seq);
         }
         let count: i64 = self
             .conn

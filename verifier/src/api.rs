@@ -1,0 +1,424 @@
+//! The verifier's HTTP API (axum).
+//!
+//! | method | path | body → answer |
+//! |---|---|---|
+//! | `POST` | `/v1/requests` | a [`SignedRequest`] → `{"outcome", "event"}` |
+//! | `GET` | `/v1/events?from=N&limit=M` | `{"events": [...], "next": N'}`; `limit` ≤ 1000 |
+//! | `GET` | `/v1/operators/{key}` | state, slashable stake per asset, jailed |
+//! | `GET` | `/v1/snapshot` | the whole ledger state |
+//! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
+//! | `GET` | `/healthz` | `{"status": "ok"}` |
+//!
+//! Errors have OpenAI's shape, like the node's: `{"error": {"message", "type", "param",
+//! "code"}}`, `type` = `invalid_request_error` for 4xx and `server_error` for 5xx. Faults
+//! of the verifier itself are logged and answered with a generic 500.
+//!
+//! The ledger is blocking (SQLite, which may wait on another writer), so every call to it
+//! runs on tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use vouch_proto::ReceiptJson;
+
+use crate::disputes::{Verdict, Verifier};
+use crate::error::{DisputeError, LedgerError};
+use crate::ledger::CollateralLedger;
+use crate::requests::{Key, SignedRequest};
+
+/// Largest request body accepted (a dispute with two receipts is about 4 KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most events one `GET /v1/events` returns.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+/// Requests handled at once; more wait.
+pub const MAX_CONCURRENT_REQUESTS: usize = 256;
+/// A request that takes longer is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The verifier's clock, in ms since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    verifier: Arc<Verifier>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// State with the system clock.
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        ApiState {
+            verifier,
+            clock: Arc::new(system_now_ms),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    fn ledger(&self) -> Arc<dyn CollateralLedger> {
+        self.verifier.ledger().clone()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the system clock is before it).
+pub fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The API with its layers: tracing (with the matched path), timeout, concurrency
+/// limit, body limit.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/requests", post(post_request))
+        .route("/v1/events", get(get_events))
+        .route("/v1/operators/{key}", get(get_operator))
+        .route("/v1/snapshot", get(get_snapshot))
+        .route("/v1/disputes/equivocation", post(post_equivocation))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let path = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                tracing::info_span!(target: "vouch_verifier::api", "http", method = %req.method(), path)
+            }),
+        )
+}
+
+/// An error answer: OpenAI's shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+    code: &'static str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code,
+        }
+    }
+
+    fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// A fault of the verifier: logged in full, answered without detail.
+    fn internal(err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(target: "vouch_verifier::api", %err, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error in the verifier; it has been logged",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        let body = json!({"error": {
+            "message": self.message,
+            "type": kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        use LedgerError as L;
+        use StatusCode as S;
+        let (status, code) = match &e {
+            L::BadSignature { .. } => (S::UNAUTHORIZED, "bad_signature"),
+            L::MissingPeerSignature => (S::UNAUTHORIZED, "missing_peer_signature"),
+            L::Unauthorized { .. } => (S::FORBIDDEN, "unauthorized"),
+            L::ReplayedNonce { .. } => (S::CONFLICT, "replayed_nonce"),
+            L::UnknownOperator(_) => (S::NOT_FOUND, "unknown_operator"),
+            L::UnknownRestaker(_) => (S::NOT_FOUND, "unknown_restaker"),
+            L::UnknownAsset(_) => (S::NOT_FOUND, "unknown_asset"),
+            L::UnknownWithdrawal { .. } => (S::NOT_FOUND, "unknown_withdrawal"),
+            L::AssetExists(_) => (S::CONFLICT, "asset_exists"),
+            L::OperatorExists(_) => (S::CONFLICT, "operator_exists"),
+            L::AlreadySlashed { .. } => (S::CONFLICT, "already_slashed"),
+            L::NotYetClaimable { .. } => (S::CONFLICT, "not_yet_claimable"),
+            L::InsufficientBalance { .. } => (S::UNPROCESSABLE_ENTITY, "insufficient_balance"),
+            L::Overflow(_) => (S::UNPROCESSABLE_ENTITY, "overflow"),
+            L::Rule(_) => (S::UNPROCESSABLE_ENTITY, "rule_violation"),
+            L::Invalid(_) | L::Canonical(_) => (S::BAD_REQUEST, "invalid_value"),
+            L::Config(_)
+            | L::Mismatch { .. }
+            | L::Chain { .. }
+            | L::Conservation(_)
+            | L::Corrupt(_)
+            | L::Storage(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<DisputeError> for ApiError {
+    fn from(e: DisputeError) -> Self {
+        use DisputeError as D;
+        use StatusCode as S;
+        let e = match e {
+            D::Ledger(inner) => return inner.into(),
+            other => other,
+        };
+        let param = match &e {
+            D::Receipt { which, .. } | D::WrongNetwork { which, .. } if *which == "a" => {
+                Some("receipt_a")
+            }
+            D::Receipt { .. } | D::WrongNetwork { .. } => Some("receipt_b"),
+            D::Challenger(_) => Some("challenger"),
+            _ => None,
+        };
+        let (status, code) = match &e {
+            D::Receipt {
+                source: vouch_proto::ProtoError::BadSignature,
+                ..
+            } => (S::BAD_REQUEST, "bad_receipt_signature"),
+            D::Receipt { .. } => (S::BAD_REQUEST, "invalid_receipt"),
+            D::WrongNetwork { .. } => (S::BAD_REQUEST, "wrong_network"),
+            D::DifferentOperators { .. } | D::SameReceipt { .. } | D::Unrelated => {
+                (S::UNPROCESSABLE_ENTITY, "not_an_equivocation")
+            }
+            D::Challenger(_) => (S::BAD_REQUEST, "invalid_value"),
+            D::Busy(_) | D::Ledger(_) => (S::SERVICE_UNAVAILABLE, "busy"),
+        };
+        let mut err = ApiError::new(status, code, e.to_string());
+        err.param = param;
+        err
+    }
+}
+
+/// Parses a JSON body, turning both transport and decoding failures into [`ApiError`]s
+/// (413 for a body over [`MAX_BODY_BYTES`]).
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "body_too_large",
+                format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(status, "invalid_body", r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON for this endpoint: {e}"),
+        )
+    })
+}
+
+/// Runs a blocking ledger call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn post_request(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: SignedRequest = json_body(body)?;
+    let now = (st.clock)();
+    let ledger = st.ledger();
+    let applied = blocking(move || Ok(ledger.apply(&request, now)?)).await?;
+    Ok(Json(
+        json!({"outcome": applied.outcome, "event": applied.event}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    from: u64,
+    limit: Option<usize>,
+}
+
+async fn get_events(
+    State(st): State<ApiState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("limit must be 1 to {MAX_EVENTS_PAGE}, got {limit}"),
+        )
+        .param("limit"));
+    }
+    let ledger = st.ledger();
+    let events = blocking(move || Ok(ledger.events_from(q.from, limit)?)).await?;
+    let next = events.last().map_or(q.from, |e| e.seq.saturating_add(1));
+    Ok(Json(json!({"events": events, "next": next})))
+}
+
+async fn get_operator(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = Key::from_hex(&key).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("operator key {key:?} is not 64 hex characters"),
+        )
+        .param("key")
+    })?;
+    let now = (st.clock)();
+    let ledger = st.ledger();
+    blocking(move || {
+        let state = ledger
+            .operator(&key)?
+            .ok_or(LedgerError::UnknownOperator(key))?;
+        let stake: BTreeMap<String, String> = ledger
+            .slashable_stake(&key, now)?
+            .into_iter()
+            .map(|(a, v)| (a, v.to_string()))
+            .collect();
+        Ok(Json(json!({
+            "operator": key,
+            "state": state,
+            "magnitude_ppm_now": state.magnitude_at(now),
+            "slashable_stake": stake,
+            "jailed": ledger.is_jailed(&key, now)?,
+        })))
+    })
+    .await
+}
+
+async fn get_snapshot(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let ledger = st.ledger();
+    let snap = blocking(move || Ok(ledger.snapshot()?)).await?;
+    let balances: Vec<_> = snap
+        .balances
+        .iter()
+        .map(|((who, asset), amount)| {
+            json!({"restaker": who, "asset": asset, "amount": amount.to_string()})
+        })
+        .collect();
+    let map = |m: BTreeMap<Key, serde_json::Value>| -> BTreeMap<String, serde_json::Value> {
+        m.into_iter().map(|(k, v)| (k.to_hex(), v)).collect()
+    };
+    Ok(Json(json!({
+        "assets": snap.assets,
+        "balances": balances,
+        "delegations": map(snap.delegations.iter().map(|(k, v)| (*k, json!(v))).collect()),
+        "withdrawals": snap.withdrawals.values().collect::<Vec<_>>(),
+        "operators": map(snap.operators.iter().map(|(k, v)| (*k, json!(v))).collect()),
+        "nonces": map(snap.nonces.iter().map(|(k, v)| (*k, json!(v.to_string()))).collect()),
+        "offences": snap.offences,
+        "event_count": snap.event_count,
+        "last_hash": snap.last_hash.map(hex::encode),
+    })))
+}
+
+/// Body of `POST /v1/disputes/equivocation`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EquivocationDispute {
+    /// Receives the bounty (as a deposit).
+    pub challenger: Key,
+    /// One signed receipt.
+    pub receipt_a: ReceiptJson,
+    /// The conflicting one.
+    pub receipt_b: ReceiptJson,
+}
+
+async fn post_equivocation(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Verdict>, ApiError> {
+    let d: EquivocationDispute = json_body(body)?;
+    // The JSON view must match its encoding (SPEC.md §4.2) and verify.
+    let a = d
+        .receipt_a
+        .verify()
+        .map_err(|source| DisputeError::Receipt { which: "a", source })?;
+    let b = d
+        .receipt_b
+        .verify()
+        .map_err(|source| DisputeError::Receipt { which: "b", source })?;
+    let now = (st.clock)();
+    let verifier = st.verifier.clone();
+    let verdict =
+        blocking(move || Ok(verifier.dispute_equivocation(d.challenger, &a, &b, now)?)).await?;
+    Ok(Json(verdict))
+}
