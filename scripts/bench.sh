@@ -24,11 +24,11 @@ cargo bench -p vouch-inference --bench step_vs_full "${crit[@]}" >&2
 
 echo "==> end to end: jobs and inference through vouch-node" >&2
 if [ -n "$quick" ]; then
-  ./target/release/vouch-bench --suite all --runs 8 --jobs 8 --requests 8 --json "$out/node.json" >"$out/node.md"
+  "${CARGO_TARGET_DIR:-$repo/target}/release/vouch-bench" --suite all --runs 8 --jobs 8 --requests 8 --json "$out/node.json" >"$out/node.md"
 else
-  ./target/release/vouch-bench --suite all --runs 30 --jobs 24 --requests 40 --json "$out/node.json" >"$out/node.md"
+  "${CARGO_TARGET_DIR:-$repo/target}/release/vouch-bench" --suite all --runs 30 --jobs 24 --requests 40 --json "$out/node.json" >"$out/node.md"
 fi
 
-python3 scripts/bench_report.py "$repo/target/criterion" "$out/node.json" "$out/node.md" >"$out/report.md"
+python3 scripts/bench_report.py "${CARGO_TARGET_DIR:-$repo/target}/criterion" "$out/node.json" "$out/node.md" >"$out/report.md"
 echo "==> wrote $out/report.md and $out/report.json" >&2
 cat "$out/report.md"

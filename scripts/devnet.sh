@@ -15,7 +15,7 @@ state="$repo/.devnet"
 port="${VOUCH_DEVNET_PORT:-8080}"
 profile="${VOUCH_PROFILE:-release}"
 url="http://127.0.0.1:$port"
-bin="$repo/target/$profile"
+bin="${CARGO_TARGET_DIR:-$repo/target}/$profile"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }

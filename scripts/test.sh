@@ -31,4 +31,4 @@ fi
 .venv/bin/python proto/tools/vouch_verify.py vectors proto/testdata/vectors.json
 
 step "Python tests: the verifier, and the official openai SDK against real vouch-node processes"
-VOUCH_NODE_BIN="$repo/target/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai
+VOUCH_NODE_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai

@@ -24,6 +24,9 @@ use crate::error::ExecError;
 pub const STDERR_CAP: usize = 64 * 1024;
 /// The uid:gid every workload runs as, whatever its image says.
 pub const WORKLOAD_USER: &str = "65534:65534";
+/// Extra time a run may take beyond its workload timeout before the node gives up on
+/// the daemon (creating, starting and removing a container normally take well under 1 s).
+const DOCKER_CALL_MARGIN: Duration = Duration::from_secs(120);
 /// Docker API version spoken. 1.41 is served by Docker 20.10 and by every later engine.
 const DOCKER_API: ClientVersion = ClientVersion {
     major_version: 1,
@@ -162,6 +165,44 @@ impl DockerExecutor {
             node_label: node_label.into(),
             client: Mutex::new(None),
             warm: Default::default(),
+        }
+    }
+
+    /// A handle sharing this executor's client and warm pool, for a spawned task.
+    fn detached(&self) -> Result<(DockerExecutor, Docker), ExecError> {
+        let docker = self.client()?;
+        let this = DockerExecutor {
+            host: self.host.clone(),
+            node_label: self.node_label.clone(),
+            client: Mutex::new(Some(docker.clone())),
+            warm: self.warm.clone(),
+        };
+        Ok((this, docker))
+    }
+
+    /// Best-effort removal of this node's containers for one job.
+    async fn remove_job_containers(&self, docker: &Docker, job_id: &JobId) {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("vouch.node={}", self.node_label),
+                format!("vouch.job={}", job_id.to_hex()),
+            ],
+        )]);
+        let listed = tokio::time::timeout(
+            Duration::from_secs(10),
+            docker.list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            })),
+        )
+        .await;
+        if let Ok(Ok(list)) = listed {
+            for c in list.into_iter().filter_map(|c| c.id) {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), self.remove(docker, &c)).await;
+            }
         }
     }
 
@@ -904,18 +945,25 @@ impl Executor for DockerExecutor {
     ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
         let spec = spec.clone();
         Box::pin(async move {
-            let docker = self.client()?;
-            let this = DockerExecutor {
-                host: self.host.clone(),
-                node_label: self.node_label.clone(),
-                client: Mutex::new(Some(docker.clone())),
-                warm: self.warm.clone(),
-            };
+            let (this, docker) = self.detached()?;
             // Run the container's whole life in its own task: if the caller is dropped
             // (shutdown, a cancelled request) the container is still killed and removed.
-            tokio::spawn(async move { this.run_inner(docker, job_id, spec, input).await })
-                .await
-                .map_err(|e| ExecError::Docker(format!("run task failed: {e}")))?
+            // The whole run is bounded too, in case the daemon stops answering.
+            let bound = Duration::from_millis(spec.limits.timeout_ms) + DOCKER_CALL_MARGIN;
+            tokio::spawn(async move {
+                match tokio::time::timeout(bound, this.run_inner(docker.clone(), job_id, spec, input)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        this.remove_job_containers(&docker, &job_id).await;
+                        Err(ExecError::Docker(format!(
+                            "the Docker daemon did not finish the run within {} s; the job was abandoned",
+                            bound.as_secs()
+                        )))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| ExecError::Docker(format!("run task failed: {e}")))?
         })
     }
 
@@ -932,7 +980,16 @@ impl Executor for DockerExecutor {
         spec: &'a JobSpec,
         input: Bytes,
     ) -> BoxFuture<'a, Result<RunOutcome, ExecError>> {
-        Box::pin(self.run_warm_inner(spec, input))
+        let spec = spec.clone();
+        Box::pin(async move {
+            let (this, _) = self.detached()?;
+            // An exchange must never be cut in half: a request written whose reply is not
+            // read would leave that reply to be taken as the answer to the next request.
+            // So it runs in its own task, which a dropped caller cannot cancel.
+            tokio::spawn(async move { this.run_warm_inner(&spec, input).await })
+                .await
+                .map_err(|e| ExecError::Docker(format!("warm run task failed: {e}")))?
+        })
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {

@@ -283,14 +283,15 @@ impl Node {
                     self.notify();
                 }
                 None => {
-                    let _ = self
-                        .blocking(move |s| {
+                    // A new job is forgotten; a re-queued one goes back to failed.
+                    let _ = if inserted == Inserted::New {
+                        self.blocking(move |s| s.forget_queued(&job_id)).await
+                    } else {
+                        self.blocking(move |s| {
                             s.mark_failed(&job_id, "the job queue was full; resubmit", b"")
                         })
-                        .await;
-                    if inserted == Inserted::New {
-                        let _ = self.blocking(move |s| s.forget_queued(&job_id)).await;
-                    }
+                        .await
+                    };
                     return Err(SubmitError::QueueFull(self.config.queue_capacity));
                 }
             },
@@ -342,6 +343,20 @@ impl Node {
     /// warm when asked and the executor supports it. Identical jobs share one run and one
     /// receipt: a job that already succeeded is returned as it is.
     pub async fn run_now(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        input: Vec<u8>,
+        warm: bool,
+    ) -> Result<JobRecord, SubmitError> {
+        // Its own task: a client that goes away (or a request timeout) must not leave the
+        // job half done, marked running with nobody running it.
+        let this = self.clone();
+        tokio::spawn(async move { this.run_now_inner(spec, input, warm).await })
+            .await
+            .map_err(|e| SubmitError::Internal(format!("job task failed: {e}")))?
+    }
+
+    async fn run_now_inner(
         &self,
         spec: JobSpec,
         input: Vec<u8>,
@@ -351,6 +366,13 @@ impl Node {
             .job_id()
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let internal = |e: rusqlite::Error| SubmitError::Internal(e.to_string());
+        // The slot first, so that a job is `running` only while something runs it.
+        let _slot = self
+            .inline_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SubmitError::Internal("shutting down".into()))?;
         let input = Bytes::from(input);
         let (spec2, input2) = (spec.clone(), input.clone());
         let inserted = self
@@ -358,6 +380,7 @@ impl Node {
             .await
             .map_err(internal)?;
         if let Inserted::Exists(_) = inserted {
+            drop(_slot);
             // Already done, or being run by an identical request right now.
             let wait = Duration::from_millis(spec.limits.timeout_ms.saturating_add(5_000));
             return self
@@ -366,12 +389,6 @@ impl Node {
                 .map_err(internal)?
                 .ok_or_else(|| SubmitError::Internal("job vanished".into()));
         }
-        let _slot = self
-            .inline_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SubmitError::Internal("shutting down".into()))?;
         self.metrics.jobs_submitted.inc();
         self.metrics.jobs_running.inc();
         let started = std::time::Instant::now();

@@ -332,12 +332,20 @@ impl SigningStore {
             }
             for e in &key.signed_receipts {
                 let job_id: JobId = e.job_id.parse().map_err(|e| bad(format!("job_id: {e}")))?;
-                let sequence: u64 = e.sequence.parse().map_err(|_| {
-                    bad(format!(
-                        "sequence {:?} is not a decimal integer",
-                        e.sequence
-                    ))
-                })?;
+                let canonical = !e.sequence.is_empty()
+                    && e.sequence.bytes().all(|b| b.is_ascii_digit())
+                    && (e.sequence == "0" || !e.sequence.starts_with('0'));
+                let sequence: u64 =
+                    e.sequence
+                        .parse()
+                        .ok()
+                        .filter(|_| canonical)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "sequence {:?} is not a canonical decimal integer",
+                                e.sequence
+                            ))
+                        })?;
                 let seq_i64 = i64::try_from(sequence)
                     .map_err(|_| bad(format!("sequence {sequence} too large")))?;
                 let root: Root32 = e
@@ -352,12 +360,22 @@ impl SigningStore {
                     .map_err(|e| bad(format!("receipt: {e}")))?;
                 if let Some(r) = &receipt {
                     let decoded = Receipt::decode(r).map_err(|e| bad(format!("receipt: {e}")))?;
+                    if decoded.operator != self.operator || decoded.network_id != self.network_id {
+                        return Err(bad(format!(
+                            "entry for job {job_id}: the receipt names another operator or network"
+                        )));
+                    }
                     if decoded.signing_root() != root.0
                         || decoded.job_id != job_id
                         || decoded.sequence != sequence
                     {
                         return Err(bad(format!("entry for job {job_id}: receipt does not match its root, job id or sequence")));
                     }
+                }
+                if e.signature.is_some() && receipt.is_none() {
+                    return Err(bad(format!(
+                        "entry for job {job_id}: a signature needs its receipt"
+                    )));
                 }
                 let signature = e
                     .signature

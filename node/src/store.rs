@@ -259,10 +259,17 @@ impl JobStore {
             packed.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
             packed.extend_from_slice(leaf);
         }
-        self.conn().execute(
+        let conn = self.conn();
+        // A signed receipt may already be on its way to the client: the output it binds
+        // must survive a power loss (a lost output would look like withholding). So this
+        // write, unlike the others, waits for the disk.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let written = conn.execute(
             "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, trace = ?6, updated_at_ms = ?7 WHERE job_id = ?1",
             params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
-        )?;
+        );
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        written?;
         Ok(())
     }
 

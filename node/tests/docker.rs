@@ -414,3 +414,53 @@ impl DockerSocket {
             .unwrap_or_else(|| panic!("this test needs a unix socket DOCKER_HOST, got {host}"))
     }
 }
+
+/// A request cut off in the middle of a warm generation (here by the node's own request
+/// timeout) must not leave the model's reply to be read as the answer to the next request.
+#[tokio::test]
+async fn a_cut_off_warm_request_does_not_shift_later_answers() {
+    if !docker_available().await {
+        return;
+    }
+    let node = TestNode::start(|c| c.request_timeout_ms = 250).await;
+    let chat = |tokens: u32, seed: u64| {
+        // Greedy decoding of this model runs to max_tokens (it never picks <end>); the seed
+        // still makes each request a different job.
+        json!({"model": "vouch-tiny-1", "messages": [{"role": "user", "content": format!("hello {seed}")}],
+               "max_tokens": tokens, "temperature": 0, "seed": seed})
+    };
+    let post = |body: Value| {
+        let url = format!("{}/v1/chat/completions", node.url);
+        async move { client().post(url).json(&body).send().await.unwrap() }
+    };
+    // Start the warm container (this first request may itself run into the timeout).
+    let _ = post(chat(1, 1)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for round in 0..3u64 {
+        // A long generation that the node's 250 ms request timeout cuts off.
+        let cut = post(chat(4096, 100 + round)).await;
+        assert_eq!(
+            cut.status(),
+            408,
+            "round {round}: the long request should time out"
+        );
+        // Give the abandoned generation time to finish in the background.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // The next request gets its own answer: 4 tokens, not the 4096 of the cut one.
+        let next: Value = post(chat(4, 200 + round)).await.json().await.unwrap();
+        assert_eq!(
+            next["usage"]["completion_tokens"], 4,
+            "round {round}: {next}"
+        );
+        let receipt: vouch_proto::ReceiptJson =
+            serde_json::from_value(next["vouch"]["receipt"].clone()).unwrap();
+        receipt.verify().unwrap();
+        assert_eq!(receipt.trace_len, 4);
+        let out = next["vouch"]["output"].as_str().unwrap();
+        assert_eq!(
+            receipt.output_digest.to_string(),
+            format!("sha256:{}", hex::encode(Sha256::digest(out.as_bytes())))
+        );
+    }
+    node.stop().await;
+}

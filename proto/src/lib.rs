@@ -42,7 +42,8 @@ pub use job::{
     MAX_NONCE_BYTES, MAX_REPLICAS, MAX_SPEC_BYTES,
 };
 pub use merkle::{
-    leaf_hash, merkle_proof, merkle_root, verify_merkle_proof, MAX_LEAF_BYTES, TRACE_LEAF_TAG,
+    leaf_hash, merkle_proof, merkle_root, verify_merkle_proof, MAX_LEAF_BYTES, MAX_TRACE_LEAVES,
+    TRACE_LEAF_TAG,
 };
 pub use receipt::{
     verify_root, Receipt, ReceiptJson, SignedReceipt, RECEIPT_LEN, SIGNATURE_LEN,

@@ -15,6 +15,8 @@ use crate::{ProtoError, Root32};
 pub const TRACE_LEAF_TAG: &[u8] = b"vouch/trace/v1";
 /// Largest leaf accepted, in bytes.
 pub const MAX_LEAF_BYTES: usize = 256;
+/// Most leaves in a trace (SPEC.md §5.1); openings for larger trees are refused.
+pub const MAX_TRACE_LEAVES: u64 = 1 << 20;
 
 /// Hash of one leaf.
 pub fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
@@ -34,9 +36,10 @@ fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 }
 
 fn split(n: usize) -> usize {
-    // Largest power of two strictly below n (n ≥ 2).
-    let mut k = 1;
-    while k * 2 < n {
+    // Largest power of two strictly below n (n ≥ 2). `n` is at most MAX_TRACE_LEAVES where
+    // it comes from outside (checked by the callers), so this cannot overflow.
+    let mut k: usize = 1;
+    while k.saturating_mul(2) < n {
         k *= 2;
     }
     k
@@ -102,6 +105,9 @@ pub fn verify_merkle_proof(
     if index >= len {
         return bad("index is not below the tree size");
     }
+    if len > MAX_TRACE_LEAVES {
+        return bad("trace_len is above the largest trace a node produces (2^20 leaves)");
+    }
     if leaf.len() > MAX_LEAF_BYTES {
         return bad("leaf too large");
     }
@@ -159,6 +165,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn huge_lengths_are_refused_not_looped_on() {
+        let root = merkle_root(&[b"a"]);
+        assert!(verify_merkle_proof(&root, u64::MAX, 5, b"a", &[]).is_err());
+        assert!(verify_merkle_proof(&root, MAX_TRACE_LEAVES + 1, 0, b"a", &[]).is_err());
     }
 
     #[test]
