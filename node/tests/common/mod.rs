@@ -53,6 +53,17 @@ pub struct TestNode {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl Drop for TestNode {
+    /// A test that panics before `stop` must not leave its containers (warm models) behind.
+    fn drop(&mut self) {
+        for id in containers_with_label(&self.label) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
+    }
+}
+
 impl TestNode {
     pub async fn start(mutate: impl FnOnce(&mut Config)) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
@@ -96,6 +107,11 @@ impl TestNode {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
+        assert_eq!(
+            containers_with_label(&self.label),
+            Vec::<String>::new(),
+            "the node left containers behind"
+        );
     }
 }
 
