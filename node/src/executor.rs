@@ -102,6 +102,12 @@ pub trait Executor: Send + Sync + 'static {
     fn health(&self) -> BoxFuture<'_, Result<(), ExecError>>;
     /// Removes anything a previous process of this node left behind (after a crash).
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>>;
+    /// Removes containers of this node that this process did not create (left by a
+    /// previous process, including creations the daemon finished after that process died).
+    /// Safe to call at any time. The default does nothing.
+    fn sweep_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async { Ok(0) })
+    }
     /// Runs `spec` in a warm container that serves one request per line (the `serve`
     /// command of images/README.md "warm mode"), starting it if needed. The result must be
     /// what [`Executor::run`] would give. The default runs cold.
@@ -126,6 +132,8 @@ pub struct DockerExecutor {
     client: Mutex<Option<Docker>>,
     /// Warm containers, one per (image, command, env, limits); requests to one are serialized.
     warm: std::sync::Arc<tokio::sync::Mutex<HashMap<String, WarmContainer>>>,
+    /// Random per-process label value: containers without it are orphans of another process.
+    run_id: String,
 }
 
 /// A long-running workload container in `serve` mode, attached over stdin/stdout.
@@ -165,6 +173,7 @@ impl DockerExecutor {
             node_label: node_label.into(),
             client: Mutex::new(None),
             warm: Default::default(),
+            run_id: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -176,6 +185,7 @@ impl DockerExecutor {
             node_label: self.node_label.clone(),
             client: Mutex::new(Some(docker.clone())),
             warm: self.warm.clone(),
+            run_id: self.run_id.clone(),
         };
         Ok((this, docker))
     }
@@ -509,6 +519,7 @@ impl DockerExecutor {
             ("vouch.managed".to_string(), "true".to_string()),
             ("vouch.node".to_string(), self.node_label.clone()),
             ("vouch.job".to_string(), job_label.to_string()),
+            ("vouch.run".to_string(), self.run_id.clone()),
         ]);
         let host_config = HostConfig {
             network_mode: Some("none".into()),
@@ -989,6 +1000,33 @@ impl Executor for DockerExecutor {
             tokio::spawn(async move { this.run_warm_inner(&spec, input).await })
                 .await
                 .map_err(|e| ExecError::Docker(format!("warm run task failed: {e}")))?
+        })
+    }
+
+    fn sweep_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async move {
+            let docker = self.client()?;
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![format!("vouch.node={}", self.node_label)],
+            )]);
+            let list = docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| self.map_err(e))?;
+            let mut n = 0;
+            for c in list {
+                let ours = c.labels.as_ref().and_then(|l| l.get("vouch.run")) == Some(&self.run_id);
+                if let (false, Some(id)) = (ours, c.id) {
+                    self.remove(&docker, &id).await;
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
     }
 

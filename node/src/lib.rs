@@ -39,6 +39,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -98,7 +99,7 @@ pub async fn run(
     let node_label = signer.operator().to_hex()[..16].to_string();
     let executor = DockerExecutor::new(config.docker_endpoint(), node_label);
     match executor.health().await {
-        Ok(()) => match executor.sweep().await {
+        Ok(()) => match executor.sweep_orphans().await {
             Ok(n) if n > 0 => {
                 tracing::info!(target: "vouch::executor", removed = n, "removed containers left by a previous run")
             }
@@ -150,6 +151,26 @@ pub async fn serve(
         }
     };
     let worker = tokio::spawn(worker.run(worker_stop));
+    // Orphans of a previous process can appear after the start-up sweep (the daemon may
+    // finish a creation the dead process had asked for), so look again now and then.
+    let orphans = {
+        let (node, mut stop) = (node.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = every.tick() => {
+                        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), node.executor.sweep_orphans()).await {
+                            if n > 0 {
+                                tracing::info!(target: "vouch::executor", removed = n, "removed containers left by a previous run");
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
     let app = api::router(node.clone());
     let http = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -158,6 +179,7 @@ pub async fn serve(
     });
     let served = http.await;
     let _ = worker.await;
+    let _ = orphans.await;
     served.map_err(|e| NodeError::io("http server", e))
 }
 

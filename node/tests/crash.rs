@@ -24,25 +24,50 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &Path, port: u16) -> Child {
+/// A node process that is killed when the test ends, however it ends.
+struct NodeProc(Child);
+
+impl std::ops::Deref for NodeProc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for NodeProc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(dir: &Path, port: u16) -> NodeProc {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join("node.log"))
         .unwrap();
-    Command::new(BIN)
-        .args(["run", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--network",
-            "crash-test",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    NodeProc(
+        Command::new(BIN)
+            .args(["run", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--network",
+                "crash-test",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_healthy(url: &str) {
@@ -58,11 +83,33 @@ async fn wait_healthy(url: &str) {
     panic!("node at {url} did not become healthy");
 }
 
+async fn wait_no_containers(label: &str) {
+    let t0 = Instant::now();
+    while !containers_with_label(label).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "containers of the crashed node were not removed: {:?}",
+            containers_with_label(label)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn kill9(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-9", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+/// The container label of the node whose key is in `dir` (its public key's first 16 hex).
+fn node_label(dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "show", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim()[..16].to_string()
 }
 
 fn export(dir: &Path) -> std::process::Output {
@@ -182,11 +229,9 @@ async fn kill_9_mid_job_then_restart() {
         .await
         .unwrap();
     assert_eq!(again["receipt"], quick["receipt"]);
-    assert_eq!(
-        containers_with_label(&label),
-        Vec::<String>::new(),
-        "restart swept the crash's containers"
-    );
+    // The restarted node removes what the crash left, including containers the daemon
+    // finished creating after the old process died.
+    wait_no_containers(&label).await;
 
     let _ = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
@@ -274,11 +319,14 @@ async fn a_rerun_after_a_crash_never_signs_a_different_result() {
             .contains("already has a receipt with a different result"),
         "{job}"
     );
-    let history: Value = serde_json::from_slice(&{
-        kill9(&mut node);
-        export(dir.path()).stdout
-    })
-    .unwrap();
+    let label = node_label(dir.path());
+    wait_no_containers(&label).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status();
+    let _ = node.wait();
+    assert!(containers_with_label(&label).is_empty());
+    let history: Value = serde_json::from_slice(&export(dir.path()).stdout).unwrap();
     let entries = history["data"][0]["signed_receipts"].as_array().unwrap();
     assert_eq!(
         entries.len(),
