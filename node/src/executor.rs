@@ -190,6 +190,33 @@ impl DockerExecutor {
         Ok((this, docker))
     }
 
+    /// Removes this node's containers: all of them, or only those another process of
+    /// this node created (`include_own = false`). Returns how many.
+    async fn remove_node_containers(&self, include_own: bool) -> Result<usize, ExecError> {
+        let docker = self.client()?;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("vouch.node={}", self.node_label)],
+        )]);
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut n = 0;
+        for c in list {
+            let ours = c.labels.as_ref().and_then(|l| l.get("vouch.run")) == Some(&self.run_id);
+            if let (true, Some(id)) = (include_own || !ours, c.id) {
+                self.remove(&docker, &id).await;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Best-effort removal of this node's containers for one job.
     async fn remove_job_containers(&self, docker: &Docker, job_id: &JobId) {
         let filters = HashMap::from([(
@@ -1004,56 +1031,13 @@ impl Executor for DockerExecutor {
     }
 
     fn sweep_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
-        Box::pin(async move {
-            let docker = self.client()?;
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![format!("vouch.node={}", self.node_label)],
-            )]);
-            let list = docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| self.map_err(e))?;
-            let mut n = 0;
-            for c in list {
-                let ours = c.labels.as_ref().and_then(|l| l.get("vouch.run")) == Some(&self.run_id);
-                if let (false, Some(id)) = (ours, c.id) {
-                    self.remove(&docker, &id).await;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        Box::pin(self.remove_node_containers(false))
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async move {
             self.warm.lock().await.clear();
-            let docker = self.client()?;
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![format!("vouch.node={}", self.node_label)],
-            )]);
-            let list = docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| self.map_err(e))?;
-            let mut n = 0;
-            for c in list {
-                if let Some(id) = c.id {
-                    self.remove(&docker, &id).await;
-                    n += 1;
-                }
-            }
-            Ok(n)
+            self.remove_node_containers(true).await
         })
     }
 }
