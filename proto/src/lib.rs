@@ -30,6 +30,7 @@
 mod canonical;
 mod digest;
 mod error;
+mod gossip;
 mod job;
 mod merkle;
 mod receipt;
@@ -37,6 +38,11 @@ mod receipt;
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
 pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
 pub use error::ProtoError;
+pub use gossip::{
+    commitment_value, select_replicas, JobAnnouncement, JobMessage, ReplicaCommit, ReplicaReveal,
+    SignedVerdict, COMMIT_LEN, KIND_ANNOUNCE, KIND_COMMIT, KIND_REVEAL, KIND_VERDICT,
+    MAX_INLINE_INPUT, MAX_VERDICT_BODY, REVEAL_LEN,
+};
 pub use job::{
     valid_env_key, Amount, Determinism, JobSpec, Limits, MAX_ARGS, MAX_ARG_BYTES, MAX_ENV,
     MAX_NONCE_BYTES, MAX_REPLICAS, MAX_SPEC_BYTES,
@@ -59,4 +65,14 @@ pub mod tags {
     pub const RECEIPT: &[u8] = b"vouch/receipt/v1";
     /// Prefix of the hash that turns a network name into a network id.
     pub const NETWORK: &[u8] = b"vouch/network/v1";
+    /// Prefix of a job announcement's signing root.
+    pub const ANNOUNCE: &[u8] = b"vouch/announce/v1";
+    /// Prefix of a replica commitment value.
+    pub const COMMITMENT: &[u8] = b"vouch/commitment/v1";
+    /// Prefix of a replica commit message's signing root.
+    pub const REPLICA_COMMIT: &[u8] = b"vouch/replica-commit/v1";
+    /// Prefix of a verdict's signing root.
+    pub const VERDICT: &[u8] = b"vouch/verdict/v1";
+    /// Prefix of the replica-selection hash.
+    pub const SELECT: &[u8] = b"vouch/select/v1";
 }
