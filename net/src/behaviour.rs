@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::BlobCodec;
 use crate::config::ENVELOPE_OVERHEAD;
+use crate::sync::SyncCodec;
 use crate::{NetConfig, NetError, TopicKind};
 
 /// Below this score a peer stops receiving gossip (IHAVE/IWANT) from us.
@@ -40,6 +41,7 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) blobs: request_response::Behaviour<BlobCodec>,
+    pub(crate) sync: request_response::Behaviour<SyncCodec>,
 }
 
 /// The gossipsub message id: SHA-256 of the payload, so the same bytes published by two
@@ -178,6 +180,17 @@ impl Behaviour {
                 .with_max_concurrent_streams(64),
         );
 
+        let sync = request_response::Behaviour::with_codec(
+            SyncCodec,
+            [(
+                protocol(config, "sync/1")?,
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(16),
+        );
+
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(config.max_connections))
@@ -194,6 +207,7 @@ impl Behaviour {
             mdns: Toggle::from(mdns),
             kademlia,
             blobs,
+            sync,
         })
     }
 }

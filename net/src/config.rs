@@ -98,6 +98,11 @@ pub struct NetConfig {
     pub colocation_whitelist: HashSet<IpAddr>,
     /// Connections with no active stream are closed after this long.
     pub idle_connection_timeout: Duration,
+    /// How often every connected peer is asked for receipts this node has not seen (and on
+    /// every new connection). Catches up after a partition or a restart.
+    pub sync_interval: Duration,
+    /// How many receipts the node keeps to serve to peers catching up.
+    pub receipt_log_capacity: usize,
 }
 
 impl NetConfig {
@@ -126,6 +131,8 @@ impl NetConfig {
             seen_capacity: 65_536,
             colocation_whitelist: HashSet::new(),
             idle_connection_timeout: Duration::from_secs(60),
+            sync_interval: Duration::from_secs(10),
+            receipt_log_capacity: 100_000,
         }
     }
 
@@ -143,8 +150,11 @@ impl NetConfig {
         if self.seen_capacity == 0 {
             return bad("seen_capacity must be > 0");
         }
-        if self.heartbeat.is_zero() || self.request_timeout.is_zero() {
-            return bad("heartbeat and request_timeout must be > 0");
+        if self.heartbeat.is_zero()
+            || self.request_timeout.is_zero()
+            || self.sync_interval.is_zero()
+        {
+            return bad("heartbeat, request_timeout and sync_interval must be > 0");
         }
         if self.listen.is_empty() {
             return bad("at least one listen address is needed (use port 0 for any free port)");

@@ -64,17 +64,23 @@ mod behaviour;
 mod blob;
 mod config;
 mod error;
+mod identity;
 mod network;
 mod stats;
+mod sync;
 mod validate;
 
 pub use behaviour::GRAYLIST_THRESHOLD;
 pub use blob::{BlobStore, MemoryBlobStore, NoBlobs};
 pub use config::{NetConfig, TopicKind, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::NetError;
+pub use identity::load_or_create_identity;
 pub use network::{Delivered, Network, NetworkHandle};
 pub use stats::{Stats, StatsSnapshot};
-pub use validate::{ReceiptValidator, Registry, RejectReason, Validation, Validator};
+pub use sync::SYNC_PAGE;
+pub use validate::{
+    GossipValidator, ReceiptValidator, Registry, RejectReason, Validation, Validator, VerifierKey,
+};
 
 /// Re-exported so applications name the same libp2p types (`Multiaddr`, `PeerId`,
 /// `identity::Keypair`) without pinning a second copy.

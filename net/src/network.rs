@@ -20,6 +20,7 @@ use vouch_proto::{NetworkId, SignedReceipt};
 use crate::behaviour::{content_id, Behaviour, BehaviourEvent};
 use crate::blob::{BlobStore, NoBlobs};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::sync::{ReceiptLog, SyncRequest, SyncResponse, SYNC_PAGE};
 use crate::validate::{RejectReason, Validation, Validator};
 use crate::{NetConfig, NetError, TopicKind};
 
@@ -244,6 +245,10 @@ impl Network {
             seen: SeenSet::new(config.seen_capacity),
             topics,
             pending_fetches: HashMap::new(),
+            log: ReceiptLog::new(log_epoch(&local_peer_id), config.receipt_log_capacity),
+            sync_cursors: HashMap::new(),
+            sync_inflight: HashMap::new(),
+            sync_refused: HashSet::new(),
             config: config.clone(),
         };
         event_loop.start().await?;
@@ -305,7 +310,33 @@ struct EventLoop {
     seen: SeenSet,
     topics: HashMap<TopicHash, TopicKind>,
     pending_fetches: HashMap<OutboundRequestId, PendingFetch>,
+    /// Receipts served to peers that catch up.
+    log: ReceiptLog,
+    /// Where to continue reading each peer's log.
+    sync_cursors: HashMap<PeerId, SyncRequest>,
+    /// Sync requests in flight, at most one per peer.
+    sync_inflight: HashMap<OutboundRequestId, PeerId>,
+    /// Peers that served an invalid receipt through sync: never asked again.
+    sync_refused: HashSet<PeerId>,
     config: NetConfig,
+}
+
+/// A random-enough name for this process's receipt log: peers that remember a cursor into
+/// an earlier run's log start again from the beginning.
+fn log_epoch(peer: &PeerId) -> u64 {
+    use sha2::{Digest as _, Sha256};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let d = Sha256::new()
+        .chain_update(peer.to_bytes())
+        .chain_update(now.to_be_bytes())
+        .chain_update(std::process::id().to_be_bytes())
+        .finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
 }
 
 impl EventLoop {
@@ -388,9 +419,18 @@ impl EventLoop {
 
     async fn run(mut self) {
         let mut shutdown_reply = None;
+        let mut sync_tick = tokio::time::interval(self.config.sync_interval);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
+                _ = sync_tick.tick() => {
+                    self.redial_bootstrap();
+                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    for peer in peers {
+                        self.sync_with(peer);
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         shutdown_reply = Some(reply);
@@ -484,16 +524,27 @@ impl EventLoop {
             return Err(NetError::Duplicate);
         }
         let topic = kind.topic(&self.config.network_id);
+        let logged = (kind == TopicKind::Receipts).then(|| data.clone());
         match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
             Ok(_) => {
                 self.seen.insert(id);
+                if let Some(r) = logged {
+                    self.log.push(&r);
+                }
                 Ok(())
             }
             Err(gossipsub::PublishError::Duplicate) => {
                 self.stats.duplicate();
                 Err(NetError::Duplicate)
             }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Err(NetError::NoPeers),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                // Peers that connect later still get it, through sync.
+                if let Some(r) = logged {
+                    self.seen.insert(id);
+                    self.log.push(&r);
+                }
+                Err(NetError::NoPeers)
+            }
             Err(e) => Err(NetError::Publish(e.to_string())),
         }
     }
@@ -536,6 +587,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => self.on_blob_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kademlia(
                 kad::Event::OutboundQueryProgressed {
                     result: kad::QueryResult::Bootstrap(Err(e)),
@@ -551,6 +603,7 @@ impl EventLoop {
                 peer_id, endpoint, ..
             } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.sync_with(peer_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
@@ -593,7 +646,10 @@ impl EventLoop {
                 self.report(&message_id, &via, MessageAcceptance::Accept);
                 self.seen.insert(id);
                 self.stats.accepted();
-                let delivered = Delivered {
+                if kind == TopicKind::Receipts {
+                    self.log.push(&message.data);
+                }
+                self.deliver(Delivered {
                     topic_kind: kind,
                     // Strict validation guarantees a signed author; fall back defensively.
                     source: message.source.unwrap_or(via),
@@ -601,17 +657,7 @@ impl EventLoop {
                     data: message.data,
                     receipt,
                     received_at: Instant::now(),
-                };
-                match self.deliver.try_send(delivered) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.stats.dropped_full();
-                        tracing::warn!(topic = %kind, "application is not keeping up; message forwarded but not delivered");
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        tracing::debug!("delivery channel closed; message forwarded only");
-                    }
-                }
+                });
             }
             Validation::Reject(reason) => {
                 tracing::debug!(peer = %via, topic = %kind, %reason, "rejected gossip");
@@ -623,6 +669,166 @@ impl EventLoop {
                 self.stats.ignored();
             }
         }
+    }
+
+    /// Dials every bootstrap peer we are not connected to: after a partition heals (or the
+    /// peer restarts) the node finds its way back without waiting for discovery.
+    fn redial_bootstrap(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            let connected = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => self.swarm.is_connected(&peer),
+                _ => self.swarm.connected_peers().next().is_some(),
+            };
+            if !connected {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::debug!(%addr, error = %e, "cannot redial bootstrap peer");
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, delivered: Delivered) {
+        let kind = delivered.topic_kind;
+        match self.deliver.try_send(delivered) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.dropped_full();
+                tracing::warn!(topic = %kind, "application is not keeping up; message forwarded but not delivered");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("delivery channel closed; message forwarded only");
+            }
+        }
+    }
+
+    /// Asks `peer` for the receipts after our cursor into its log, unless a request to it
+    /// is already in flight.
+    fn sync_with(&mut self, peer: PeerId) {
+        if self.sync_inflight.values().any(|p| *p == peer)
+            || self.sync_refused.contains(&peer)
+            || self.graylisted(&peer)
+        {
+            return;
+        }
+        let req = self
+            .sync_cursors
+            .get(&peer)
+            .copied()
+            .unwrap_or(SyncRequest {
+                epoch: 0,
+                cursor: 0,
+            });
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, req);
+        self.sync_inflight.insert(id, peer);
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let page = self.log.page(request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, page)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "sync requester went away before the response");
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.sync_inflight.remove(&request_id);
+                let full = response.receipts.len() == SYNC_PAGE;
+                self.sync_cursors.insert(
+                    peer,
+                    SyncRequest {
+                        epoch: response.epoch,
+                        cursor: response.next,
+                    },
+                );
+                if self.graylisted(&peer) {
+                    return;
+                }
+                for r in response.receipts {
+                    if !self.on_synced(peer, &r) {
+                        tracing::warn!(%peer, "peer served an invalid receipt through sync; not syncing from it again");
+                        self.sync_refused.insert(peer);
+                        return;
+                    }
+                }
+                if full {
+                    self.sync_with(peer);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.sync_inflight.remove(&request_id);
+                tracing::debug!(%peer, %error, "sync request failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound sync request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn graylisted(&self, peer: &PeerId) -> bool {
+        self.swarm
+            .behaviour()
+            .gossipsub
+            .peer_score(peer)
+            .is_some_and(|s| s < crate::GRAYLIST_THRESHOLD)
+    }
+
+    /// One receipt from a peer's log: validated and de-duplicated exactly like gossip.
+    /// False when it is invalid: a peer only serves receipts it accepted, so it lies.
+    fn on_synced(&mut self, peer: PeerId, data: &[u8]) -> bool {
+        let id = content_id(data);
+        if self.seen.contains(&id) {
+            return true;
+        }
+        match self.validator.validate(TopicKind::Receipts, data) {
+            Validation::Accept { receipt } => {
+                self.seen.insert(id);
+                self.stats.accepted();
+                self.stats.synced();
+                self.log.push(data);
+                self.deliver(Delivered {
+                    topic_kind: TopicKind::Receipts,
+                    source: peer,
+                    via: peer,
+                    data: data.to_vec(),
+                    receipt,
+                    received_at: Instant::now(),
+                });
+            }
+            Validation::Reject(reason) => {
+                tracing::debug!(%peer, %reason, "rejected a synced receipt");
+                self.stats.sync_rejected();
+                return false;
+            }
+            Validation::Ignore => self.stats.ignored(),
+        }
+        true
     }
 
     fn report(&mut self, id: &gossipsub::MessageId, via: &PeerId, acceptance: MessageAcceptance) {

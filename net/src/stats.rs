@@ -17,6 +17,8 @@ pub struct Stats {
     ignored: AtomicU64,
     duplicates: AtomicU64,
     dropped_full: AtomicU64,
+    synced: AtomicU64,
+    sync_rejected: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -40,6 +42,11 @@ pub struct StatsSnapshot {
     pub duplicates: u64,
     /// Valid messages not delivered because the application's channel was full.
     pub dropped_full: u64,
+    /// Receipts first received through catch-up sync rather than gossip (also counted in
+    /// `accepted`).
+    pub synced: u64,
+    /// Invalid receipts served by a peer through sync (the peer is not synced from again).
+    pub sync_rejected: u64,
 }
 
 impl StatsSnapshot {
@@ -81,6 +88,14 @@ impl Stats {
         self.dropped_full.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn synced(&self) {
+        self.synced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sync_rejected(&self) {
+        self.sync_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -93,6 +108,8 @@ impl Stats {
             rejected_unregistered: r(&self.rejected_unregistered),
             ignored: r(&self.ignored),
             duplicates: r(&self.duplicates),
+            synced: r(&self.synced),
+            sync_rejected: r(&self.sync_rejected),
             dropped_full: r(&self.dropped_full),
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use vouch_proto::{NetworkId, OperatorKey, SignedReceipt};
+use vouch_proto::{JobMessage, NetworkId, OperatorKey, SignedReceipt, SignedVerdict};
 
 use crate::TopicKind;
 
@@ -126,6 +126,114 @@ impl Validator for ReceiptValidator {
                 Err(reason) => Validation::Reject(reason),
             },
             TopicKind::Jobs | TopicKind::Verdicts => Validation::Ignore,
+        }
+    }
+}
+
+/// The verifier whose signed verdicts the verdicts topic carries; `None` until known.
+pub type VerifierKey = Arc<RwLock<Option<OperatorKey>>>;
+
+fn registered(registry: &Registry, key: &OperatorKey) -> bool {
+    match registry.read() {
+        Ok(set) => set.contains(key),
+        Err(poisoned) => poisoned.get_ref().contains(key),
+    }
+}
+
+/// Validates every topic: receipts as [`ReceiptValidator`] does; on the jobs topic,
+/// announcements, replica commitments and reveals (SPEC §10), each decoded exactly, of this
+/// network, correctly signed, by a registered operator; on the verdicts topic, verdicts of
+/// this network signed by the configured verifier key.
+#[derive(Debug, Clone)]
+pub struct GossipValidator {
+    /// Receipt checks and the registry they share.
+    pub receipts: ReceiptValidator,
+    /// The verifier key verdicts must carry.
+    pub verifier: VerifierKey,
+}
+
+impl GossipValidator {
+    /// A validator for `network_id` with the default payload cap.
+    pub fn new(network_id: NetworkId, registry: Registry, verifier: VerifierKey) -> Self {
+        GossipValidator {
+            receipts: ReceiptValidator::new(network_id, registry),
+            verifier,
+        }
+    }
+
+    fn check_job(&self, data: &[u8]) -> Result<(), RejectReason> {
+        let network = self.receipts.network_id;
+        let registry = &self.receipts.registry;
+        let msg = JobMessage::decode(data).map_err(|_| RejectReason::Decode)?;
+        let signer = match &msg {
+            JobMessage::Announce(a) => {
+                if a.network_id != network {
+                    return Err(RejectReason::Network);
+                }
+                a.verify().map_err(|e| match e {
+                    vouch_proto::ProtoError::BadSignature
+                    | vouch_proto::ProtoError::BadPublicKey => RejectReason::Signature,
+                    _ => RejectReason::Decode,
+                })?;
+                a.announcer
+            }
+            JobMessage::Commit(c) => {
+                if c.network_id != network {
+                    return Err(RejectReason::Network);
+                }
+                c.verify().map_err(|_| RejectReason::Signature)?;
+                c.operator
+            }
+            JobMessage::Reveal(r) => {
+                if r.receipt.receipt.network_id != network {
+                    return Err(RejectReason::Network);
+                }
+                r.receipt.verify().map_err(|_| RejectReason::Signature)?;
+                r.receipt.receipt.operator
+            }
+        };
+        if !registered(registry, &signer) {
+            return Err(RejectReason::Unregistered);
+        }
+        Ok(())
+    }
+
+    fn check_verdict(&self, data: &[u8]) -> Result<(), RejectReason> {
+        let v = SignedVerdict::decode(data).map_err(|_| RejectReason::Decode)?;
+        if v.network_id != self.receipts.network_id {
+            return Err(RejectReason::Network);
+        }
+        let expected = match self.verifier.read() {
+            Ok(k) => *k,
+            Err(poisoned) => **poisoned.get_ref(),
+        };
+        if expected != Some(v.verifier) {
+            return Err(RejectReason::Unregistered);
+        }
+        v.verify().map_err(|_| RejectReason::Signature)
+    }
+}
+
+impl Validator for GossipValidator {
+    fn validate(&self, kind: TopicKind, data: &[u8]) -> Validation {
+        if data.len() > self.receipts.max_message_bytes {
+            return Validation::Reject(RejectReason::Size);
+        }
+        let checked = match kind {
+            TopicKind::Receipts => {
+                return match self.receipts.check_receipt(data) {
+                    Ok(receipt) => Validation::Accept {
+                        receipt: Some(receipt),
+                    },
+                    Err(reason) => Validation::Reject(reason),
+                }
+            }
+            TopicKind::Jobs => self.check_job(data),
+            TopicKind::Verdicts => self.check_verdict(data),
+        };
+        match checked {
+            Ok(()) => Validation::Accept { receipt: None },
+            Err(reason) => Validation::Reject(reason),
         }
     }
 }
