@@ -163,6 +163,9 @@ pub struct JobView {
     /// The signed receipt, once succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<ReceiptJson>,
+    /// For a replicated job: what the replicas committed and revealed (SPEC §10.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<serde_json::Value>,
 }
 
 impl From<JobRecord> for JobView {
@@ -181,6 +184,7 @@ impl From<JobRecord> for JobView {
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             receipt: r.receipt.map(|s| s.to_json()),
+            replication: None,
         }
     }
 }
@@ -201,6 +205,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/jobs/{id}/input", get(input))
         .route("/v1/jobs/{id}/stderr", get(stderr))
         .route("/v1/node", get(node_info))
+        .route("/v1/peers", get(peers))
+        .route("/v1/jobs/{id}/receipts", get(job_receipts))
+        .route("/v1/jobs/{id}/replication", get(job_replication))
         .route("/v1/jobs/{id}/trace", get(trace))
         .route("/v1/jobs/{id}/trace/{index}", get(trace_opening))
         .merge(crate::openai::routes())
@@ -354,13 +361,81 @@ async fn job(
         .min(60_000);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(cap));
     let rec = node.get(id, wait).await.map_err(ApiError::internal)?;
-    rec.map(|r| Json(r.into())).ok_or_else(|| {
-        ApiError::new(
+    let replication = match node.p2p.get() {
+        Some(p2p) => crate::p2p::report(&node, p2p, id).await,
+        None => None,
+    };
+    match (rec, replication) {
+        (Some(r), rep) => {
+            let mut view: JobView = r.into();
+            view.replication = rep.and_then(|(_, r)| serde_json::to_value(r).ok());
+            Ok(Json(view))
+        }
+        // A replicated job this node announced but does not run itself.
+        (None, Some((spec, rep))) => Ok(Json(JobView {
+            job_id: id,
+            status: "replicated".into(),
+            reason: None,
+            spec,
+            exit_code: None,
+            output_len: None,
+            attempts: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            receipt: None,
+            replication: serde_json::to_value(rep).ok(),
+        })),
+        (None, None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "job_not_found",
             format!("no job {id} on this node"),
+        )),
+    }
+}
+
+fn p2p_or_404(node: &Node) -> Result<&Arc<crate::p2p::P2p>, ApiError> {
+    node.p2p.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "p2p_disabled",
+            "this node has not joined the peer-to-peer network (start it with --p2p-listen)",
         )
     })
+}
+
+async fn peers(State(node): State<Arc<Node>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let p2p = p2p_or_404(&node)?;
+    Ok(Json(p2p.peers_view().await))
+}
+
+async fn job_receipts(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    p2p_or_404(&node)?;
+    let store = node.store.clone();
+    let seen = tokio::task::spawn_blocking(move || store.gossip_receipts(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({"job_id": id, "receipts": seen})))
+}
+
+async fn job_replication(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let p2p = p2p_or_404(&node)?;
+    match crate::p2p::report(&node, p2p, id).await {
+        Some((_, r)) => Ok(Json(serde_json::to_value(r).map_err(ApiError::internal)?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+            format!("no replicated job {id} known to this node"),
+        )),
+    }
 }
 
 async fn output(
@@ -462,6 +537,7 @@ async fn node_info(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "max_concurrent_jobs": node.config.max_concurrent_jobs,
         "max_body_bytes": node.config.max_body_bytes,
         "api_keys_required": !node.config.api_keys.is_empty(),
+        "peer_id": node.p2p.get().map(|p| p.net.local_peer_id().to_string()),
     }))
 }
 
@@ -476,6 +552,12 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    if let Some(p2p) = node.p2p.get() {
+        node.metrics.set_gossip_stats(&p2p.net.stats());
+        if let Ok(peers) = p2p.net.peers().await {
+            node.metrics.p2p_peers.set(peers.len() as i64);
+        }
+    }
     let mut resp = node.metrics.encode().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -56,6 +56,62 @@ pub struct Config {
     pub max_attempts: u32,
     /// Models served on `/v1/chat/completions`.
     pub models: Vec<ModelConfig>,
+    /// The peer-to-peer network (off unless `p2p.listen` is set).
+    pub p2p: P2pConfig,
+    /// Deliberate misbehaviour, for demos and tests of the dispute path only.
+    pub fault: Option<Fault>,
+}
+
+/// Deliberate misbehaviour (`--fault`). Never set this on a node that holds real stake: it
+/// makes the node sign wrong results, which is what slashing exists to punish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Sign an output that differs from what the workload wrote (one byte appended).
+    WrongOutput,
+}
+
+/// How the node joins the gossip network (see README "Peer-to-peer network").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// libp2p listen multiaddrs, e.g. `/ip4/0.0.0.0/tcp/7000`. Empty: no network.
+    pub listen: Vec<String>,
+    /// Peers to dial at start, e.g. `/ip4/10.0.0.2/tcp/7000/p2p/12D3Koo…`.
+    pub bootstrap: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// The verifier whose registry decides which operators' gossip is accepted
+    /// (`GET <url>/v1/registry`, polled). Without it, `operators` is the allow-list.
+    pub verifier_url: Option<String>,
+    /// Static operator allow-list (64-hex keys), used when no verifier is configured.
+    pub operators: Vec<String>,
+    /// Key of the verifier whose verdicts are accepted (64 hex); learned from
+    /// `verifier_url` when unset.
+    pub verifier_key: Option<String>,
+    /// How often the registry is fetched from the verifier, ms.
+    pub registry_refresh_ms: u64,
+    /// How often peers are asked for receipts missed, ms.
+    pub sync_interval_ms: u64,
+    /// How long replicas have to commit after a replicated job is announced, ms (on top
+    /// of the job's own time limit).
+    pub commit_window_ms: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec![],
+            bootstrap: vec![],
+            mdns: true,
+            verifier_url: None,
+            operators: vec![],
+            verifier_key: None,
+            registry_refresh_ms: 5_000,
+            sync_interval_ms: 10_000,
+            commit_window_ms: 30_000,
+        }
+    }
 }
 
 /// A model served through the OpenAI-compatible API.
@@ -120,6 +176,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             max_attempts: 3,
             models: vec![ModelConfig::reference()],
+            p2p: P2pConfig::default(),
+            fault: None,
         }
     }
 }
@@ -162,6 +220,28 @@ pub struct RunArgs {
     /// Keep models warm (true) or start a container per request (false), for every model.
     #[arg(long, env = "VOUCH_WARM_MODELS")]
     pub warm_models: Option<bool>,
+    /// libp2p listen multiaddrs, comma-separated (e.g. /ip4/0.0.0.0/tcp/7000); enables the
+    /// peer-to-peer network.
+    #[arg(long, env = "VOUCH_P2P_LISTEN", value_delimiter = ',')]
+    pub p2p_listen: Option<Vec<String>>,
+    /// Bootstrap peers, comma-separated multiaddrs ending in /p2p/<peer id>.
+    #[arg(long, env = "VOUCH_P2P_BOOTSTRAP", value_delimiter = ',')]
+    pub p2p_bootstrap: Option<Vec<String>>,
+    /// Turn mDNS discovery off.
+    #[arg(long, env = "VOUCH_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Verifier URL whose registry decides whose gossip is accepted.
+    #[arg(long, env = "VOUCH_VERIFIER_URL")]
+    pub verifier_url: Option<String>,
+    /// Static operator allow-list, comma-separated 64-hex keys (without a verifier).
+    #[arg(long, env = "VOUCH_OPERATORS", value_delimiter = ',')]
+    pub operators: Option<Vec<String>>,
+    /// Verifier key whose verdicts are accepted (64 hex).
+    #[arg(long, env = "VOUCH_VERIFIER_KEY")]
+    pub verifier_key: Option<String>,
+    /// Misbehave on purpose, for demos and dispute tests only.
+    #[arg(long, env = "VOUCH_FAULT")]
+    pub fault: Option<Fault>,
 }
 
 impl Config {
@@ -199,6 +279,27 @@ impl Config {
         if let Some(v) = args.log_format {
             config.log_format = v;
         }
+        if let Some(v) = &args.p2p_listen {
+            config.p2p.listen = v.clone();
+        }
+        if let Some(v) = &args.p2p_bootstrap {
+            config.p2p.bootstrap = v.clone();
+        }
+        if args.no_mdns {
+            config.p2p.mdns = false;
+        }
+        if let Some(v) = &args.verifier_url {
+            config.p2p.verifier_url = Some(v.clone());
+        }
+        if let Some(v) = &args.operators {
+            config.p2p.operators = v.clone();
+        }
+        if let Some(v) = &args.verifier_key {
+            config.p2p.verifier_key = Some(v.clone());
+        }
+        if let Some(f) = args.fault {
+            config.fault = Some(f);
+        }
         if let Some(w) = args.warm_models {
             for m in &mut config.models {
                 m.warm = w;
@@ -232,6 +333,33 @@ impl Config {
         self.limits
             .validate()
             .map_err(|e| NodeError::Config(format!("limits: {e}")))?;
+        for (what, addrs) in [
+            ("p2p.listen", &self.p2p.listen),
+            ("p2p.bootstrap", &self.p2p.bootstrap),
+        ] {
+            for a in addrs {
+                if a.parse::<vouch_net::libp2p::Multiaddr>().is_err() {
+                    return Err(NodeError::Config(format!(
+                        "{what}: {a:?} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/7000)"
+                    )));
+                }
+            }
+        }
+        for k in self
+            .p2p
+            .operators
+            .iter()
+            .chain(self.p2p.verifier_key.iter())
+        {
+            if k.parse::<vouch_proto::OperatorKey>().is_err() {
+                return Err(NodeError::Config(format!(
+                    "{k:?} is not an operator key (64 hex digits)"
+                )));
+            }
+        }
+        if self.p2p.registry_refresh_ms == 0 || self.p2p.sync_interval_ms == 0 {
+            return bad("p2p.registry_refresh_ms and p2p.sync_interval_ms must be > 0");
+        }
         Ok(())
     }
 

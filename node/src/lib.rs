@@ -32,6 +32,8 @@ pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod openai;
+pub mod p2p;
+pub mod replication;
 pub mod signer;
 pub mod store;
 
@@ -131,6 +133,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    if let Some(f) = node.config.fault {
+        tracing::warn!(target: "vouch::fault", fault = ?f, "FAULT INJECTION IS ON: this node misbehaves on purpose and will be slashed; never use this with real stake");
+    }
     let requeued = node.recover().await?;
     let addr = listener
         .local_addr()
@@ -149,6 +154,13 @@ pub async fn serve(
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
+    };
+    let p2p_tasks = match p2p::P2p::start(&node, stop_rx.clone()).await? {
+        Some((p2p, tasks)) => {
+            let _ = node.p2p.set(p2p);
+            tasks
+        }
+        None => vec![],
     };
     let worker = tokio::spawn(worker.run(worker_stop));
     // Orphans of a previous process can appear after the start-up sweep (the daemon may
@@ -180,6 +192,12 @@ pub async fn serve(
     let served = http.await;
     let _ = worker.await;
     let _ = orphans.await;
+    for t in p2p_tasks {
+        let _ = t.await;
+    }
+    if let Some(p2p) = node.p2p.get() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), p2p.net.shutdown()).await;
+    }
     served.map_err(|e| NodeError::io("http server", e))
 }
 

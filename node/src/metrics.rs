@@ -14,6 +14,22 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label for gossip messages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GossipLabel {
+    /// `accepted`, `rejected`, `duplicate`, `ignored`, `dropped_full`, `synced`, `sync_rejected`.
+    pub result: String,
+    /// For rejections: `size`, `decode`, `network`, `signature`, `unregistered`; else empty.
+    pub reason: String,
+}
+
+/// Label for the topic of a delivered message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// `receipts`, `jobs` or `verdicts`.
+    pub topic: String,
+}
+
 /// All node metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +48,15 @@ pub struct Metrics {
     pub signing_refused: Counter,
     /// Wall time of a job from container create to removal.
     pub job_seconds: Histogram,
+    /// Connected libp2p peers.
+    pub p2p_peers: Gauge,
+    /// Gossip validation decisions since start, by result and reason (set from the network's
+    /// counters at each scrape).
+    pub p2p_messages: Family<GossipLabel, Gauge>,
+    /// Messages delivered to the node, by topic.
+    pub p2p_delivered: Family<TopicLabel, Counter>,
+    /// Delay from a receipt's signing (`issued_at_ms`) to its arrival here by gossip.
+    pub p2p_propagation_seconds: Histogram,
 }
 
 impl Metrics {
@@ -46,6 +71,10 @@ impl Metrics {
             receipts_signed: Counter::default(),
             signing_refused: Counter::default(),
             job_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            p2p_peers: Gauge::default(),
+            p2p_messages: Family::default(),
+            p2p_delivered: Family::default(),
+            p2p_propagation_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register(
@@ -83,6 +112,22 @@ impl Metrics {
             "Time from container create to removal",
             m.job_seconds.clone(),
         );
+        registry.register("p2p_peers", "Connected libp2p peers", m.p2p_peers.clone());
+        registry.register(
+            "p2p_messages",
+            "Gossip validation decisions since start, by result and reason",
+            m.p2p_messages.clone(),
+        );
+        registry.register(
+            "p2p_delivered",
+            "Gossip messages delivered to the node, by topic",
+            m.p2p_delivered.clone(),
+        );
+        registry.register(
+            "p2p_propagation_seconds",
+            "Delay from a receipt's signing to its arrival here by gossip",
+            m.p2p_propagation_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -93,6 +138,29 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Copies the network's counters into `p2p_messages`.
+    pub fn set_gossip_stats(&self, s: &vouch_net::StatsSnapshot) {
+        let set = |result: &str, reason: &str, v: u64| {
+            self.p2p_messages
+                .get_or_create(&GossipLabel {
+                    result: result.into(),
+                    reason: reason.into(),
+                })
+                .set(v as i64);
+        };
+        set("accepted", "", s.accepted);
+        set("rejected", "size", s.rejected_size);
+        set("rejected", "decode", s.rejected_decode);
+        set("rejected", "network", s.rejected_network);
+        set("rejected", "signature", s.rejected_signature);
+        set("rejected", "unregistered", s.rejected_unregistered);
+        set("ignored", "", s.ignored);
+        set("duplicate", "", s.duplicates);
+        set("dropped_full", "", s.dropped_full);
+        set("synced", "", s.synced);
+        set("sync_rejected", "", s.sync_rejected);
     }
 
     /// The text exposition format.

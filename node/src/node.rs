@@ -118,6 +118,8 @@ pub struct Node {
     /// Image ids of models, resolved lazily and refreshed every few seconds.
     model_images:
         tokio::sync::Mutex<std::collections::HashMap<String, (Digest, std::time::Instant)>>,
+    /// The peer-to-peer side, once joined (set by [`crate::serve`]).
+    pub p2p: std::sync::OnceLock<Arc<crate::p2p::P2p>>,
 }
 
 /// The receiving end of the queue, run by [`Worker::run`].
@@ -149,6 +151,7 @@ impl Node {
             changed,
             inline_slots,
             model_images: Default::default(),
+            p2p: std::sync::OnceLock::new(),
         });
         (node.clone(), Worker { node, queue: rx })
     }
@@ -216,9 +219,16 @@ impl Node {
         if req.replicas == 0 {
             return invalid("replicas must be at least 1".into());
         }
-        if req.replicas > 1 {
+        if req.replicas > vouch_proto::MAX_REPLICAS {
             return invalid(format!(
-                "replicas = {} needs the peer-to-peer network, which this node does not run yet; use replicas = 1",
+                "replicas = {} is above the maximum of {}",
+                req.replicas,
+                vouch_proto::MAX_REPLICAS
+            ));
+        }
+        if req.replicas > 1 && self.p2p.get().is_none() {
+            return invalid(format!(
+                "replicas = {} needs the peer-to-peer network, which this node has not joined (start it with --p2p-listen); use replicas = 1",
                 req.replicas
             ));
         }
@@ -261,6 +271,92 @@ impl Node {
         let job_id = spec
             .job_id()
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let input = req.input;
+        if spec.replicas > 1 {
+            return self.submit_replicated(job_id, spec, input).await;
+        }
+        self.enqueue(job_id, spec, input).await
+    }
+
+    /// Announces a replicated job; runs it here too when this node is one of the replicas.
+    async fn submit_replicated(
+        &self,
+        job_id: JobId,
+        spec: JobSpec,
+        input: Vec<u8>,
+    ) -> Result<Submitted, SubmitError> {
+        let Some(p2p) = self.p2p.get() else {
+            return Err(SubmitError::Invalid("no peer-to-peer network".into()));
+        };
+        let registered = p2p.operators.weighted().len();
+        if registered < spec.replicas as usize {
+            return Err(SubmitError::Invalid(format!(
+                "replicas = {} but only {registered} operators are registered and active",
+                spec.replicas
+            )));
+        }
+        let a = crate::p2p::announcement(self, &spec, &input).map_err(SubmitError::Invalid)?;
+        let encoded = a.encode();
+        let new = self
+            .blocking(move |s| s.insert_replica(&job_id, &encoded))
+            .await
+            .map_err(|e| SubmitError::Internal(e.to_string()))?;
+        let selected = p2p.select(&job_id, spec.replicas);
+        let mut inserted = if new {
+            Inserted::New
+        } else {
+            Inserted::Exists(JobStatus::Queued)
+        };
+        if selected.contains(&self.signer.operator()) {
+            inserted = self.enqueue(job_id, spec.clone(), input).await?.inserted;
+        }
+        if new {
+            p2p.announce(&a)
+                .await
+                .map_err(|e| SubmitError::Internal(format!("cannot announce the job: {e}")))?;
+            tracing::info!(target: "vouch::jobs", %job_id, replicas = spec.replicas, selected = ?selected.iter().map(|k| k.to_hex()[..8].to_string()).collect::<Vec<_>>(), "replicated job announced");
+        }
+        Ok(Submitted {
+            job_id,
+            spec,
+            inserted,
+        })
+    }
+
+    /// Accepts a replicated job announced by another node, which selected this one. The
+    /// image must be here already and the limits within this node's.
+    pub async fn accept_replica(
+        &self,
+        job_id: JobId,
+        spec: JobSpec,
+        input: Vec<u8>,
+    ) -> Result<Submitted, SubmitError> {
+        if let Some((name, v, m)) = spec.limits.first_above(&self.config.limits) {
+            return Err(SubmitError::Invalid(format!(
+                "limits.{name} = {v} is above this node's maximum of {m}"
+            )));
+        }
+        let image = self
+            .executor
+            .resolve_image(&spec.image.to_string())
+            .await
+            .map_err(SubmitError::ImageNotFound)?;
+        if image != spec.image {
+            return Err(SubmitError::Invalid(format!(
+                "image {} resolves to {image} here",
+                spec.image
+            )));
+        }
+        self.enqueue(job_id, spec, input).await
+    }
+
+    /// Persists a job and puts it on the queue.
+    async fn enqueue(
+        &self,
+        job_id: JobId,
+        spec: JobSpec,
+        input: Vec<u8>,
+    ) -> Result<Submitted, SubmitError> {
         let permit = match self.queue.try_reserve() {
             Ok(p) => Some(p),
             Err(mpsc::error::TrySendError::Full(())) => None,
@@ -268,7 +364,7 @@ impl Node {
                 return Err(SubmitError::Internal("the node is shutting down".into()))
             }
         };
-        let (spec2, input) = (spec.clone(), req.input);
+        let spec2 = spec.clone();
         let inserted = self
             .blocking(move |s| s.insert(&job_id, &spec2, &input))
             .await
@@ -470,6 +566,15 @@ impl Node {
                 trace,
                 ..
             }) => {
+                let stdout = match self.config.fault {
+                    Some(crate::config::Fault::WrongOutput) => {
+                        tracing::warn!(target: "vouch::fault", %job_id, "FAULT INJECTION: signing a wrong output on purpose (--fault wrong-output)");
+                        let mut v = stdout.to_vec();
+                        v.push(b'!');
+                        Bytes::from(v)
+                    }
+                    None => stdout,
+                };
                 let trace_root = vouch_proto::merkle_root(&trace);
                 let trace_len = trace.len() as u64;
                 let body = ResultBody {
@@ -495,10 +600,19 @@ impl Node {
                         }
                         tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
                         self.metrics.finished("succeeded");
+                        let r2 = receipt.clone();
                         self.blocking(move |s| {
-                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &receipt)
+                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &r2)
                         })
-                        .await
+                        .await?;
+                        if let Some(p2p) = self.p2p.get() {
+                            if spec.replicas > 1 {
+                                crate::p2p::commit(self, p2p, receipt).await;
+                            } else {
+                                p2p.publish_receipt(self, &receipt).await;
+                            }
+                        }
+                        Ok(())
                     }
                     Err(e) => {
                         self.metrics.signing_refused.inc();

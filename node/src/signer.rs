@@ -93,6 +93,22 @@ impl SigningStore {
         self.network_id
     }
 
+    /// Signs a replica commitment of this operator. Commitments are not receipts: they bind
+    /// a salted hash of a receipt this store has already signed, under their own domain tag
+    /// (SPEC §10), so they need no history of their own.
+    pub fn sign_commit(&self, commit: &mut vouch_proto::ReplicaCommit) {
+        commit.operator = self.operator;
+        commit.network_id = self.network_id;
+        commit.signature = self.key.sign(&commit.signing_root()).to_bytes();
+    }
+
+    /// Signs a job announcement made by this operator (under its own domain tag).
+    pub fn sign_announcement(&self, a: &mut vouch_proto::JobAnnouncement) {
+        a.announcer = self.operator;
+        a.network_id = self.network_id;
+        a.signature = self.key.sign(&a.signing_root()).to_bytes();
+    }
+
     fn bind_identity(&mut self, path: &Path) -> Result<(), SignError> {
         let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;

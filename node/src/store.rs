@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use vouch_proto::{JobId, JobSpec, SignedReceipt};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Schema 1: jobs with input, output, stderr and receipt.
 const MIGRATION_1: &str = "BEGIN EXCLUSIVE;
@@ -36,6 +36,84 @@ const MIGRATION_2: &str = "BEGIN EXCLUSIVE;
      ALTER TABLE jobs ADD COLUMN trace BLOB;
      PRAGMA user_version = 2;
      COMMIT;";
+
+/// Schema 3: the peer-to-peer network. `blobs` indexes what this node serves by digest
+/// (specs, inputs, outputs; filled for older jobs on migration); `gossip_receipts` holds
+/// every receipt seen on the network; `replicas` and `replica_msgs` hold replicated jobs
+/// and their commit-reveal messages.
+const MIGRATION_3: &str = "BEGIN EXCLUSIVE;
+     CREATE TABLE IF NOT EXISTS blobs (
+         digest BLOB PRIMARY KEY CHECK (length(digest) = 32),
+         job_id BLOB NOT NULL,
+         kind   TEXT NOT NULL CHECK (kind IN ('spec', 'input', 'output'))
+     );
+     CREATE TABLE IF NOT EXISTS gossip_receipts (
+         encoded        BLOB PRIMARY KEY,
+         job_id         BLOB NOT NULL,
+         operator       BLOB NOT NULL,
+         sequence       INTEGER NOT NULL,
+         received_at_ms INTEGER NOT NULL,
+         via            TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS gossip_receipts_job ON gossip_receipts(job_id);
+     CREATE TABLE IF NOT EXISTS replicas (
+         job_id         BLOB PRIMARY KEY CHECK (length(job_id) = 32),
+         announcement   BLOB NOT NULL,
+         salt           BLOB,
+         commit_msg     BLOB,
+         reveal_msg     BLOB,
+         revealed       INTEGER NOT NULL DEFAULT 0,
+         created_at_ms  INTEGER NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS replica_msgs (
+         job_id         BLOB NOT NULL,
+         operator       BLOB NOT NULL,
+         kind           INTEGER NOT NULL,
+         data           BLOB NOT NULL,
+         received_at_ms INTEGER NOT NULL,
+         PRIMARY KEY (job_id, operator, kind, data)
+     );
+     PRAGMA user_version = 3;
+     COMMIT;";
+
+/// A replicated job as this node keeps it.
+#[derive(Debug, Clone)]
+pub struct ReplicaRow {
+    /// The announcement (encoded, kind byte included).
+    pub announcement: Vec<u8>,
+    /// This node's salt, once it committed.
+    pub salt: Option<[u8; 32]>,
+    /// This node's encoded commit message, once it committed.
+    pub commit_msg: Option<Vec<u8>>,
+    /// This node's encoded reveal, kept until it is published.
+    pub reveal_msg: Option<Vec<u8>>,
+    /// Whether this node has published its reveal.
+    pub revealed: bool,
+}
+
+/// A commit-reveal message received for a replicated job.
+#[derive(Debug, Clone)]
+pub struct ReplicaMsg {
+    /// Sender.
+    pub operator: vouch_proto::OperatorKey,
+    /// `vouch_proto::KIND_COMMIT` or `KIND_REVEAL`.
+    pub kind: u8,
+    /// Encoded message.
+    pub data: Vec<u8>,
+    /// When this node received it.
+    pub received_at_ms: u64,
+}
+
+/// A receipt seen on the network.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenReceipt {
+    /// The receipt's JSON view.
+    pub receipt: vouch_proto::ReceiptJson,
+    /// When this node received it.
+    pub received_at_ms: u64,
+    /// The peer it came from (`self` for this node's own).
+    pub via: String,
+}
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,9 +228,224 @@ impl JobStore {
         if version < 2 {
             conn.execute_batch(MIGRATION_2)?;
         }
+        if version < 3 {
+            conn.execute_batch(MIGRATION_3)?;
+            backfill_blobs(&conn)?;
+        }
         Ok(JobStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// The bytes with SHA-256 `digest` if this node holds them: a job's canonical spec,
+    /// its input, or its output.
+    pub fn blob_by_digest(&self, digest: &[u8; 32]) -> rusqlite::Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        let hit: Option<(Vec<u8>, String)> = conn
+            .query_row(
+                "SELECT job_id, kind FROM blobs WHERE digest = ?1",
+                [digest.to_vec()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((job_id, kind)) = hit else {
+            return Ok(None);
+        };
+        let bytes: Option<Vec<u8>> = match kind.as_str() {
+            "spec" => {
+                let spec: Option<String> = conn
+                    .query_row("SELECT spec FROM jobs WHERE job_id = ?1", [&job_id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                spec.and_then(|s| serde_json::from_str::<JobSpec>(&s).ok())
+                    .and_then(|s| s.canonical_bytes().ok())
+            }
+            "input" => conn
+                .query_row("SELECT input FROM jobs WHERE job_id = ?1", [&job_id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            _ => conn
+                .query_row(
+                    "SELECT output FROM jobs WHERE job_id = ?1",
+                    [&job_id],
+                    |r| r.get::<_, Option<Vec<u8>>>(0),
+                )
+                .optional()?
+                .flatten(),
+        };
+        // Served bytes are checked by the fetcher; never serve what does not match.
+        Ok(bytes.filter(|b| vouch_proto::Digest::of(b).0 == *digest))
+    }
+
+    /// Records a receipt seen on the network; false when it was already known.
+    pub fn record_gossip_receipt(
+        &self,
+        receipt: &SignedReceipt,
+        via: &str,
+    ) -> rusqlite::Result<bool> {
+        let r = &receipt.receipt;
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO gossip_receipts(encoded, job_id, operator, sequence, received_at_ms, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![receipt.encode().to_vec(), r.job_id.0.to_vec(), r.operator.0.to_vec(), r.sequence as i64, now_ms() as i64, via],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Receipts seen on the network for one job, oldest first.
+    pub fn gossip_receipts(&self, job_id: &JobId) -> rusqlite::Result<Vec<SeenReceipt>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT encoded, received_at_ms, via FROM gossip_receipts WHERE job_id = ?1 ORDER BY received_at_ms, rowid",
+        )?;
+        let rows = stmt.query_map([job_id.0.to_vec()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (enc, at, via) = row?;
+            if let Ok(sr) = SignedReceipt::decode(&enc) {
+                out.push(SeenReceipt {
+                    receipt: sr.to_json(),
+                    received_at_ms: at as u64,
+                    via,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every receipt seen on the network, newest last, at most `limit` (to seed the
+    /// network's catch-up log after a restart).
+    pub fn recent_gossip_receipts(&self, limit: usize) -> rusqlite::Result<Vec<Vec<u8>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT encoded FROM (SELECT encoded, rowid AS r FROM gossip_receipts ORDER BY rowid DESC LIMIT ?1) ORDER BY r",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.collect()
+    }
+
+    /// Starts tracking a replicated job (announced here or received); false if known.
+    pub fn insert_replica(&self, job_id: &JobId, announcement: &[u8]) -> rusqlite::Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO replicas(job_id, announcement, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![job_id.0.to_vec(), announcement, now_ms() as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A replicated job, if tracked.
+    pub fn replica(&self, job_id: &JobId) -> rusqlite::Result<Option<ReplicaRow>> {
+        self.conn()
+            .query_row(
+                "SELECT announcement, salt, commit_msg, reveal_msg, revealed FROM replicas WHERE job_id = ?1",
+                [job_id.0.to_vec()],
+                |r| {
+                    let salt: Option<Vec<u8>> = r.get(1)?;
+                    Ok(ReplicaRow {
+                        announcement: r.get(0)?,
+                        salt: salt.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok()),
+                        commit_msg: r.get(2)?,
+                        reveal_msg: r.get(3)?,
+                        revealed: r.get::<_, i64>(4)? != 0,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Replicated jobs this node committed to and has not revealed yet.
+    pub fn unrevealed_replicas(&self) -> rusqlite::Result<Vec<JobId>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT job_id FROM replicas WHERE commit_msg IS NOT NULL AND revealed = 0")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = vec![];
+        for row in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(row?.as_slice()) {
+                out.push(JobId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records this node's commitment (salt, commit and the reveal it will publish) before
+    /// the commit is published, so a restart reveals the same value.
+    pub fn set_replica_commit(
+        &self,
+        job_id: &JobId,
+        salt: &[u8; 32],
+        commit_msg: &[u8],
+        reveal_msg: &[u8],
+    ) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let written = conn.execute(
+            "UPDATE replicas SET salt = ?2, commit_msg = ?3, reveal_msg = ?4 WHERE job_id = ?1 AND commit_msg IS NULL",
+            params![job_id.0.to_vec(), salt.to_vec(), commit_msg, reveal_msg],
+        );
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        written?;
+        Ok(())
+    }
+
+    /// Marks this node's reveal published.
+    pub fn set_replica_revealed(&self, job_id: &JobId) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE replicas SET revealed = 1 WHERE job_id = ?1",
+            [job_id.0.to_vec()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a commit or reveal received (or sent) for a job; false when already known.
+    pub fn record_replica_msg(
+        &self,
+        job_id: &JobId,
+        operator: &vouch_proto::OperatorKey,
+        kind: u8,
+        data: &[u8],
+    ) -> rusqlite::Result<bool> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO replica_msgs(job_id, operator, kind, data, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id.0.to_vec(), operator.0.to_vec(), kind as i64, data, now_ms() as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Commit-reveal messages of a job, in arrival order.
+    pub fn replica_msgs(&self, job_id: &JobId) -> rusqlite::Result<Vec<ReplicaMsg>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT operator, kind, data, received_at_ms FROM replica_msgs WHERE job_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([job_id.0.to_vec()], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (op, kind, data, at) = row?;
+            if let Ok(op) = <[u8; 32]>::try_from(op.as_slice()) {
+                out.push(ReplicaMsg {
+                    operator: vouch_proto::OperatorKey(op),
+                    kind: kind as u8,
+                    data,
+                    received_at_ms: at as u64,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -210,6 +503,7 @@ impl JobStore {
                     "INSERT INTO jobs(job_id, spec, input, status, attempts, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                     params![job_id.0.to_vec(), spec_json, input, status, attempts, now],
                 )?;
+                index_blobs(&tx, job_id, spec, input)?;
                 Inserted::New
             }
             Some(JobStatus::Failed) => {
@@ -264,10 +558,15 @@ impl JobStore {
         // must survive a power loss (a lost output would look like withholding). So this
         // write, unlike the others, waits for the disk.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let written = conn.execute(
-            "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, trace = ?6, updated_at_ms = ?7 WHERE job_id = ?1",
-            params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
-        );
+        // One transaction, so one wait for the disk.
+        let written = conn.unchecked_transaction().and_then(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = 'succeeded', reason = NULL, exit_code = ?2, output = ?3, stderr = ?4, receipt = ?5, trace = ?6, updated_at_ms = ?7 WHERE job_id = ?1",
+                params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
+            )?;
+            index_blob(&tx, job_id, "output", output)?;
+            tx.commit()
+        });
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         written?;
         Ok(())
@@ -408,6 +707,52 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         created_at_ms: r.get::<_, i64>(8)? as u64,
         updated_at_ms: r.get::<_, i64>(9)? as u64,
     })
+}
+
+/// Indexes the spec, input and output of every job stored before schema 3.
+fn backfill_blobs(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT job_id, spec, input, output FROM jobs")?;
+    type Row = (Vec<u8>, String, Vec<u8>, Option<Vec<u8>>);
+    let rows: Vec<Row> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (job_id, spec, input, output) in rows {
+        let id = match <[u8; 32]>::try_from(job_id.as_slice()) {
+            Ok(id) => JobId(id),
+            Err(_) => continue,
+        };
+        if let Ok(spec) = serde_json::from_str::<JobSpec>(&spec) {
+            index_blobs(conn, &id, &spec, &input)?;
+        }
+        if let Some(out) = output {
+            index_blob(conn, &id, "output", &out)?;
+        }
+    }
+    Ok(())
+}
+
+fn index_blob(conn: &Connection, job_id: &JobId, kind: &str, bytes: &[u8]) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, ?3)",
+        params![
+            vouch_proto::Digest::of(bytes).0.to_vec(),
+            job_id.0.to_vec(),
+            kind
+        ],
+    )?;
+    Ok(())
+}
+
+fn index_blobs(
+    conn: &Connection,
+    job_id: &JobId,
+    spec: &JobSpec,
+    input: &[u8],
+) -> rusqlite::Result<()> {
+    if let Ok(canonical) = spec.canonical_bytes() {
+        index_blob(conn, job_id, "spec", &canonical)?;
+    }
+    index_blob(conn, job_id, "input", input)
 }
 
 /// Milliseconds since the Unix epoch.

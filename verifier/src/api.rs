@@ -57,6 +57,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 pub struct ApiState {
     verifier: Arc<Verifier>,
     clock: Clock,
+    net: Option<Arc<crate::gossip::VerifierNet>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -73,7 +74,14 @@ impl ApiState {
         ApiState {
             verifier,
             clock: Arc::new(system_now_ms),
+            net: None,
         }
+    }
+
+    /// Serves the network endpoints (`/v1/receipts`, `/v1/peers`) from `net`.
+    pub fn with_network(mut self, net: Arc<crate::gossip::VerifierNet>) -> Self {
+        self.net = Some(net);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -103,6 +111,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(get_events))
         .route("/v1/operators/{key}", get(get_operator))
         .route("/v1/snapshot", get(get_snapshot))
+        .route("/v1/registry", get(get_registry))
+        .route("/v1/receipts", get(get_receipts))
+        .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
         .fallback(not_found)
         .with_state(state)
@@ -362,6 +373,81 @@ async fn get_operator(
         })))
     })
     .await
+}
+
+/// The operator registry nodes poll to decide whose gossip they accept (README "Verifier
+/// API"): every registered operator with its peer key, whether it is active (not jailed,
+/// stake at or above the minimum), and its slashable stake priced in quote units, the
+/// weight of replica selection.
+async fn get_registry(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = (st.clock)();
+    let ledger = st.ledger();
+    let network = st.verifier.network();
+    blocking(move || {
+        let snap = ledger.snapshot()?;
+        let mut ops = vec![];
+        for (key, state) in &snap.operators {
+            let mut value = 0u128;
+            for (asset, amount) in ledger.slashable_stake(key, now)? {
+                let price = snap.assets.get(&asset).map_or(0, |a| a.price_per_unit);
+                value = value.saturating_add(amount.saturating_mul(price));
+            }
+            let jailed = ledger.is_jailed(key, now)?;
+            ops.push(json!({
+                "operator": key,
+                "peer_key": state.peer_key,
+                "active": !jailed,
+                "jailed_by_slash": state.jailed,
+                "stake_value": value.to_string(),
+            }));
+        }
+        Ok(Json(json!({
+            "network_id": network,
+            "verifier": ledger.verifier_key(),
+            "at_ms": now,
+            "operators": ops,
+        })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+fn network_or_404(st: &ApiState) -> Result<&Arc<crate::gossip::VerifierNet>, ApiError> {
+    st.net.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "p2p_disabled",
+            "this verifier has not joined the peer-to-peer network (start it with --p2p-listen)",
+        )
+    })
+}
+
+/// Receipts heard on the network, newest last.
+async fn get_receipts(
+    State(st): State<ApiState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let net = network_or_404(&st)?;
+    let limit = q.limit.unwrap_or(100).min(crate::gossip::RECENT_RECEIPTS);
+    Ok(Json(
+        json!({"heard": net.heard(), "receipts": net.recent(limit)}),
+    ))
+}
+
+async fn get_peers(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let net = network_or_404(&st)?;
+    let peers = net.net.peers().await.unwrap_or_default();
+    let s = net.net.stats();
+    Ok(Json(json!({
+        "peer_id": net.net.local_peer_id().to_string(),
+        "listen_addrs": net.net.listen_addrs().await.unwrap_or_default().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "connected": peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "messages": {"accepted": s.accepted, "rejected": s.rejected(), "duplicates": s.duplicates, "synced": s.synced},
+    })))
 }
 
 async fn get_snapshot(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -45,6 +45,7 @@ pub mod api;
 pub mod disputes;
 pub mod error;
 pub mod events;
+pub mod gossip;
 pub mod ledger;
 pub mod requests;
 pub mod server;
@@ -53,7 +54,7 @@ pub use api::{router, ApiError, ApiState};
 pub use disputes::{
     equivocation_offence, DisputeConfig, Offence, Verdict, VerdictOutcome, Verifier,
 };
-pub use error::{DisputeError, LedgerError};
+pub use error::{DisputeError, LedgerError, Result};
 pub use events::{verify_chain, Conservation, Event};
 pub use ledger::{
     Applied, AssetSlash, AssetState, CollateralLedger, LedgerConfig, MemoryLedger, OperatorState,

@@ -37,6 +37,28 @@ enum Command {
     },
     /// Serve the ledger and dispute API.
     Run(RunArgs),
+    /// Client: sign a ledger request and send it (`POST /v1/requests`). BODY is the request
+    /// body's JSON, e.g. '{"type":"deposit","asset":"eth","amount":"1000"}'.
+    Request {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        url: String,
+        /// Network name or id (part of what is signed).
+        #[arg(long)]
+        network: String,
+        /// The acting key: PKCS#8 PEM (an operator's `operator.pem`, the verifier's
+        /// `verifier.pem`, a restaker's key).
+        #[arg(long)]
+        key: PathBuf,
+        /// For `register_operator`: the operator's libp2p identity (a node's `p2p-key`,
+        /// or a PEM key), which signs too; fills in `peer_key` when BODY has none.
+        #[arg(long)]
+        peer_key: Option<PathBuf>,
+        /// Nonce; must exceed the actor's last one [default: the current time in ms].
+        #[arg(long)]
+        nonce: Option<u64>,
+        body: String,
+    },
     /// Client: raise a dispute with a running verifier.
     Dispute {
         #[command(subcommand)]
@@ -76,6 +98,15 @@ struct RunArgs {
     /// Operators whose slashable stake is worth less (quote units) count as jailed.
     #[arg(long, default_value_t = 0)]
     min_stake_value: u128,
+    /// libp2p listen multiaddrs, comma-separated; joins the operators' gossip network.
+    #[arg(long, env = "VOUCH_P2P_LISTEN", value_delimiter = ',')]
+    p2p_listen: Vec<vouch_net::libp2p::Multiaddr>,
+    /// Peers to dial at start (multiaddrs ending in /p2p/<peer id>), comma-separated.
+    #[arg(long, env = "VOUCH_P2P_BOOTSTRAP", value_delimiter = ',')]
+    p2p_bootstrap: Vec<vouch_net::libp2p::Multiaddr>,
+    /// Turn mDNS discovery off.
+    #[arg(long, env = "VOUCH_NO_MDNS")]
+    no_mdns: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +162,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Run(args) => serve(args),
+        Command::Request {
+            url,
+            network,
+            key,
+            peer_key,
+            nonce,
+            body,
+        } => {
+            let network = NetworkId::parse_or_name(&network);
+            let mut body: serde_json::Value =
+                serde_json::from_str(&body).context("BODY is not JSON")?;
+            let peer = peer_key.as_deref().map(load_peer_key).transpose()?;
+            // register_operator without a peer_key: take it from --peer-key.
+            if let (Some(p), Some(obj)) = (&peer, body.as_object_mut()) {
+                if obj.get("type").and_then(|t| t.as_str()) == Some("register_operator")
+                    && !obj.contains_key("peer_key")
+                {
+                    obj.insert("peer_key".into(), Key::of(p).to_hex().into());
+                }
+            }
+            let body: vouch_verifier::RequestBody =
+                serde_json::from_value(body).context("BODY is not a ledger request body")?;
+            let signer = cli::keys::load(&key)?;
+            let nonce = nonce.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            });
+            let mut req = vouch_verifier::SignedRequest::sign(&network.0, &signer, nonce, body)?;
+            if let Some(p) = &peer {
+                req = req.with_peer_signature(&network.0, p)?;
+            }
+            let (status, answer) = tokio::runtime::Runtime::new()?.block_on(
+                cli::client::post_json(&url, "/v1/requests", &serde_json::to_value(&req)?),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            anyhow::ensure!(
+                (200..300).contains(&status),
+                "the verifier answered {status}"
+            );
+            Ok(())
+        }
         Command::Dispute {
             command:
                 DisputeCommand::Equivocation {
@@ -178,8 +252,32 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         network,
         DisputeConfig::default(),
     );
-    let state = ApiState::new(Arc::new(verifier));
+    let verifier = Arc::new(verifier);
     tokio::runtime::Runtime::new()?.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut state = ApiState::new(verifier.clone());
+        let mut tasks = vec![];
+        let mut net = None;
+        if !args.p2p_listen.is_empty() {
+            let identity = vouch_net::load_or_create_identity(&args.data_dir.join("p2p-key"))?;
+            let opts = vouch_verifier::gossip::GossipOptions {
+                listen: args.p2p_listen.clone(),
+                bootstrap: args.p2p_bootstrap.clone(),
+                mdns: !args.no_mdns,
+            };
+            let (vnet, t) = vouch_verifier::gossip::start(
+                verifier.clone(),
+                admin.clone(),
+                identity,
+                opts,
+                stop_rx,
+            )
+            .await
+            .context("joining the peer-to-peer network")?;
+            state = state.with_network(vnet.clone());
+            net = Some(vnet);
+            tasks = t;
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| {
@@ -196,8 +294,40 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         );
         vouch_verifier::server::run(listener, state, vouch_verifier::server::shutdown_signal())
             .await?;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Some(n) = net {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), n.net.shutdown()).await;
+        }
         anyhow::Ok(())
     })
+}
+
+/// A PEM key, or a libp2p identity file (protobuf, as `vouch-node` writes `p2p-key`).
+fn load_peer_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    if let Ok(k) = cli::keys::load(path) {
+        return Ok(k);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let kp = vouch_net::libp2p::identity::Keypair::from_protobuf_encoding(&bytes).with_context(
+        || {
+            format!(
+                "{}: neither a PEM key nor a libp2p identity",
+                path.display()
+            )
+        },
+    )?;
+    let ed = kp
+        .try_into_ed25519()
+        .with_context(|| format!("{}: not an ed25519 identity", path.display()))?;
+    let secret: [u8; 32] = ed
+        .secret()
+        .as_ref()
+        .try_into()
+        .context("ed25519 secret is not 32 bytes")?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&secret))
 }
 
 /// A receipt JSON, or a job JSON (`GET /v1/jobs/{id}`) with a `receipt` field.

@@ -155,6 +155,16 @@ async fn equivocation_end_to_end() {
     assert_eq!(status, StatusCode::OK, "{before}");
     assert_eq!(before["slashable_stake"]["eth"], STAKE.to_string());
     assert_eq!(before["jailed"], false);
+    // The registry nodes poll: the operator is active, weighted by its priced stake.
+    let (status, reg) = get(&app, "/v1/registry").await;
+    assert_eq!(status, StatusCode::OK, "{reg}");
+    assert_eq!(reg["network_id"], network().to_hex());
+    assert_eq!(reg["verifier"], ledger.verifier_key().to_hex());
+    assert_eq!(reg["operators"].as_array().map(Vec::len), Some(1), "{reg}");
+    assert_eq!(reg["operators"][0]["operator"], op_hex);
+    assert_eq!(reg["operators"][0]["peer_key"], Key::of(&sk(21)).to_hex());
+    assert_eq!(reg["operators"][0]["active"], true);
+    assert_eq!(reg["operators"][0]["stake_value"], STAKE.to_string());
 
     let (a, b) = conflicting();
     let (status, verdict) = post(&app, "/v1/disputes/equivocation", &dispute(&a, &b)).await;
@@ -178,6 +188,10 @@ async fn equivocation_end_to_end() {
     assert_eq!(after["slashable_stake"]["eth"], "500000");
     assert_eq!(after["jailed"], true);
     assert_eq!(after["state"]["jailed"], true);
+    // Jailed: no longer active in the registry, so nodes refuse its gossip.
+    let (_, reg) = get(&app, "/v1/registry").await;
+    assert_eq!(reg["operators"][0]["active"], false, "{reg}");
+    assert_eq!(reg["operators"][0]["jailed_by_slash"], true);
     assert_eq!(
         ledger
             .balance(&Key::of(&challenger()), "eth")

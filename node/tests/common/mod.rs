@@ -66,12 +66,20 @@ impl Drop for TestNode {
 
 impl TestNode {
     pub async fn start(mutate: impl FnOnce(&mut Config)) -> TestNode {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::start_with_key(key, mutate).await
+    }
+
+    /// Like [`TestNode::start`], with a given operator key.
+    pub async fn start_with_key(
+        key: ed25519_dalek::SigningKey,
+        mutate: impl FnOnce(&mut Config),
+    ) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.data_dir = dir.path().to_path_buf();
         config.shutdown_grace_ms = 2000;
         mutate(&mut config);
-        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let signer =
             SigningStore::open(&dir.path().join("signing.sqlite"), key, config.network_id())
                 .unwrap();

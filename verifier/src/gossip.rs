@@ -1,0 +1,232 @@
+//! The verifier on the peer-to-peer network: it hears every receipt operators gossip, keeps
+//! the network's operator registry in step with its own ledger, and publishes its slash
+//! events as signed verdicts (SPEC §10.6) so nodes stop accepting a jailed operator at once.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vouch_net::libp2p::Multiaddr;
+use vouch_net::{
+    Delivered, GossipValidator, NetConfig, NetError, Network, NetworkHandle, Registry, TopicKind,
+    VerifierKey,
+};
+use vouch_proto::{OperatorKey, SignedVerdict, MAX_VERDICT_BODY};
+
+use crate::disputes::Verifier;
+
+/// How many gossiped receipts the verifier keeps in memory for `GET /v1/receipts`.
+pub const RECENT_RECEIPTS: usize = 10_000;
+
+/// A receipt heard on the network.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeardReceipt {
+    /// The receipt's JSON view.
+    pub receipt: vouch_proto::ReceiptJson,
+    /// Arrival time, ms since the epoch.
+    pub received_at_ms: u64,
+    /// The peer it arrived from.
+    pub via: String,
+}
+
+/// How the verifier joins the network.
+#[derive(Debug, Clone, Default)]
+pub struct GossipOptions {
+    /// Listen multiaddrs (empty: the verifier does not join).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// mDNS discovery.
+    pub mdns: bool,
+}
+
+/// The verifier's network side.
+#[allow(missing_debug_implementations)]
+pub struct VerifierNet {
+    /// Handle to the network task.
+    pub net: NetworkHandle,
+    recent: Mutex<VecDeque<HeardReceipt>>,
+    heard: std::sync::atomic::AtomicU64,
+}
+
+impl VerifierNet {
+    /// Receipts heard, newest last, at most `limit`.
+    pub fn recent(&self, limit: usize) -> Vec<HeardReceipt> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().rev().take(limit).rev().cloned().collect()
+    }
+
+    /// Receipts heard since start.
+    pub fn heard(&self) -> u64 {
+        self.heard.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Active operators according to the ledger.
+fn active_operators(verifier: &Verifier) -> crate::Result<HashSet<OperatorKey>> {
+    let ledger = verifier.ledger();
+    let now = now_ms();
+    let snap = ledger.snapshot()?;
+    let mut out = HashSet::new();
+    for key in snap.operators.keys() {
+        if !ledger.is_jailed(key, now)? {
+            out.insert(OperatorKey(key.0));
+        }
+    }
+    Ok(out)
+}
+
+/// Joins the network and starts the registry, verdict and inbound tasks; they end when
+/// `stop` turns true.
+pub async fn start(
+    verifier: Arc<Verifier>,
+    admin: SigningKey,
+    identity: vouch_net::libp2p::identity::Keypair,
+    opts: GossipOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<(Arc<VerifierNet>, Vec<JoinHandle<()>>), NetError> {
+    let network = verifier.network();
+    let registry = Registry::default();
+    let v = verifier.clone();
+    let initial = tokio::task::spawn_blocking(move || active_operators(&v))
+        .await
+        .map_err(|e| NetError::Config(e.to_string()))?
+        .map_err(|e| NetError::Config(format!("reading the ledger: {e}")))?;
+    *registry.write().unwrap_or_else(|p| p.into_inner()) = initial;
+    let me = OperatorKey(admin.verifying_key().to_bytes());
+    let vk: VerifierKey = Arc::new(std::sync::RwLock::new(Some(me)));
+    let mut nc = NetConfig::new(network);
+    nc.listen = opts.listen;
+    nc.bootstrap = opts.bootstrap;
+    nc.mdns = opts.mdns;
+    nc.colocation_whitelist
+        .insert(std::net::IpAddr::from([127, 0, 0, 1]));
+    let (net, delivered) = Network::spawn(
+        nc,
+        identity,
+        GossipValidator::new(network, registry.clone(), vk),
+    )
+    .await?;
+    tracing::info!(target: "vouch_verifier::gossip", peer_id = %net.local_peer_id(), addrs = ?net.listen_addrs().await.unwrap_or_default(), "joined the peer-to-peer network");
+    let vnet = Arc::new(VerifierNet {
+        net,
+        recent: Mutex::new(VecDeque::new()),
+        heard: Default::default(),
+    });
+    let tasks = vec![
+        tokio::spawn(inbound(vnet.clone(), delivered, stop.clone())),
+        tokio::spawn(registry_and_verdicts(
+            verifier,
+            admin,
+            vnet.clone(),
+            registry,
+            stop,
+        )),
+    ];
+    Ok((vnet, tasks))
+}
+
+async fn inbound(
+    vnet: Arc<VerifierNet>,
+    mut delivered: mpsc::Receiver<Delivered>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let d = tokio::select! {
+            _ = stop.changed() => break,
+            d = delivered.recv() => match d { Some(d) => d, None => break },
+        };
+        if d.topic_kind != TopicKind::Receipts {
+            continue;
+        }
+        let Some(r) = d.receipt else { continue };
+        vnet.heard
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut recent = vnet.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back(HeardReceipt {
+            receipt: r.to_json(),
+            received_at_ms: now_ms(),
+            via: d.via.to_string(),
+        });
+        while recent.len() > RECENT_RECEIPTS {
+            recent.pop_front();
+        }
+    }
+}
+
+/// Every second: the registry from the ledger, and every new slash event as a verdict.
+async fn registry_and_verdicts(
+    verifier: Arc<Verifier>,
+    admin: SigningKey,
+    vnet: Arc<VerifierNet>,
+    registry: Registry,
+    mut stop: watch::Receiver<bool>,
+) {
+    let v = verifier.clone();
+    let mut next =
+        tokio::task::spawn_blocking(move || v.ledger().snapshot().map(|s| s.event_count))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(0);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let v = verifier.clone();
+        let from = next;
+        let read = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::LedgerError>((active_operators(&v)?, v.ledger().events_from(from, 256)?))
+        })
+        .await;
+        let Ok(Ok((active, events))) = read else {
+            continue;
+        };
+        *registry.write().unwrap_or_else(|p| p.into_inner()) = active;
+        for e in events {
+            next = e.seq + 1;
+            if e.kind != "slash" {
+                continue;
+            }
+            let Ok(body) = serde_json::to_vec(&e) else {
+                continue;
+            };
+            if body.len() > MAX_VERDICT_BODY {
+                tracing::warn!(target: "vouch_verifier::gossip", seq = e.seq, "slash event too large to gossip; nodes learn it from the registry");
+                continue;
+            }
+            let mut verdict = SignedVerdict {
+                network_id: verifier.network(),
+                verifier: OperatorKey(admin.verifying_key().to_bytes()),
+                sequence: e.seq,
+                body,
+                signature: [0; 64],
+            };
+            verdict.signature = admin.sign(&verdict.signing_root()).to_bytes();
+            match vnet
+                .net
+                .publish(TopicKind::Verdicts, verdict.encode())
+                .await
+            {
+                Ok(()) | Err(NetError::NoPeers) | Err(NetError::Duplicate) => {
+                    tracing::info!(target: "vouch_verifier::gossip", seq = e.seq, "verdict published")
+                }
+                Err(err) => {
+                    tracing::warn!(target: "vouch_verifier::gossip", seq = e.seq, error = %err, "cannot publish verdict")
+                }
+            }
+        }
+    }
+}
