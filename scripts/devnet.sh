@@ -7,12 +7,21 @@
 #   bash scripts/devnet.sh logs   follow the logs
 #   bash scripts/devnet.sh reset  stop it and delete its state
 #
-# Environment: VOUCH_DEVNET_PORT (default 8080), VOUCH_PROFILE (release | debug, default release).
+# The network: a verifier (collateral ledger, registry) and three operator nodes joined by
+# libp2p gossip on 127.0.0.1; node 3 is dishonest on purpose (--fault wrong-output).
+#
+# Environment: VOUCH_DEVNET_PORT (default 8080: nodes on 8080-8082, verifier on 8090),
+# VOUCH_DEVNET_P2P_PORT (default 7100: verifier 7100, nodes 7101-7103),
+# VOUCH_PROFILE (release | debug, default release).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 state="$repo/.devnet"
 port="${VOUCH_DEVNET_PORT:-8080}"
+p2p="${VOUCH_DEVNET_P2P_PORT:-7100}"
+vport=$((port + 10))
+vurl="http://127.0.0.1:$vport"
+network=vouch-devnet
 profile="${VOUCH_PROFILE:-release}"
 url="http://127.0.0.1:$port"
 bin="${CARGO_TARGET_DIR:-$repo/target}/$profile"
@@ -21,16 +30,31 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
 
 stop() {
-  if [ -f "$state/node1.pid" ]; then
-    pid=$(cat "$state/node1.pid")
+  for pidfile in "$state"/*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    name=$(basename "$pidfile" .pid)
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid"
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-      echo "stopped vouch-node (pid $pid)"
+      echo "stopped $name (pid $pid)"
     fi
-    rm -f "$state/node1.pid"
-  fi
+    rm -f "$pidfile"
+  done
+}
+
+wait_http() { # url logfile what
+  for _ in $(seq 1 150); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  tail -20 "$2"; echo "$3 did not start" >&2; exit 1
+}
+
+# request KEYFILE BODY [PEERKEY]: sign a ledger request and send it to the verifier.
+request() {
+  local extra=()
+  [ -n "${3:-}" ] && extra=(--peer-key "$3")
+  "$bin/vouch-verifier" request --url "$vurl" --network "$network" --key "$1" "${extra[@]}" "$2" >/dev/null
+  sleep 0.002 # nonces default to the time in ms
 }
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {'d': d}))" "$1"; }
@@ -44,21 +68,71 @@ up() {
   say "Building workload images (static binaries in FROM scratch images; nothing is pulled)"
   bash images/build.sh
 
-  say "Operator key"
-  if [ ! -f "$state/node1/operator.pem" ]; then
-    "$bin/vouch-node" keys generate --data-dir "$state/node1" >/dev/null
-    note "generated $state/node1/operator.pem (PKCS#8 PEM, mode 0600)"
-  fi
-  operator=$("$bin/vouch-node" keys show --data-dir "$state/node1")
-  note "operator public key: $operator"
+  say "Keys: a verifier key, three operator keys, three restaker keys"
+  [ -f "$state/verifier/verifier.pem" ] || "$bin/vouch-verifier" keys generate --data-dir "$state/verifier" >/dev/null
+  for i in 1 2 3; do
+    [ -f "$state/node$i/operator.pem" ] || "$bin/vouch-node" keys generate --data-dir "$state/node$i" >/dev/null
+    [ -f "$state/restaker$i/verifier.pem" ] || "$bin/vouch-verifier" keys generate --data-dir "$state/restaker$i" >/dev/null
+  done
+  verifier_key=$("$bin/vouch-verifier" keys show --data-dir "$state/verifier")
+  op1=$("$bin/vouch-node" keys show --data-dir "$state/node1")
+  op2=$("$bin/vouch-node" keys show --data-dir "$state/node2")
+  op3=$("$bin/vouch-node" keys show --data-dir "$state/node3")
+  operator=$op1
+  note "verifier   $verifier_key"
+  note "operator 1 $op1 (honest)"
+  note "operator 2 $op2 (honest)"
+  note "operator 3 $op3 (dishonest: signs wrong outputs on purpose)"
 
-  say "Starting vouch-node on $url"
-  nohup "$bin/vouch-node" run --data-dir "$state/node1" --listen "127.0.0.1:$port" --network vouch-devnet \
-    >>"$state/node1.log" 2>&1 &
-  echo $! >"$state/node1.pid"
-  for _ in $(seq 1 100); do curl -fsS "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fsS "$url/healthz" >/dev/null || { tail -20 "$state/node1.log"; echo "vouch-node did not start" >&2; exit 1; }
+  say "Starting vouch-verifier on $vurl (gossip on tcp/$p2p)"
+  nohup "$bin/vouch-verifier" run --data-dir "$state/verifier" --listen "127.0.0.1:$vport" --network "$network" \
+    --min-stake-value 1 --challenge-window-ms 600000 --withdrawal-delay-ms 1200000 \
+    --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns >>"$state/verifier.log" 2>&1 &
+  echo $! >"$state/verifier.pid"
+  wait_http "$vurl" "$state/verifier.log" vouch-verifier
+  vpeer=$(curl -fsS "$vurl/v1/peers" | json 'd["peer_id"]')
+  boot="/ip4/127.0.0.1/tcp/$p2p/p2p/$vpeer"
+  note "verifier peer id $vpeer"
+
+  for i in 1 2 3; do
+    nurl="http://127.0.0.1:$((port + i - 1))"
+    fault=()
+    [ "$i" = 3 ] && fault=(--fault wrong-output)
+    say "Starting vouch-node $i on $nurl (gossip on tcp/$((p2p + i)))"
+    nohup "$bin/vouch-node" run --data-dir "$state/node$i" --listen "127.0.0.1:$((port + i - 1))" --network "$network" \
+      --p2p-listen "/ip4/127.0.0.1/tcp/$((p2p + i))" --p2p-bootstrap "$boot" --no-mdns \
+      --verifier-url "$vurl" "${fault[@]}" >>"$state/node$i.log" 2>&1 &
+    echo $! >"$state/node$i.pid"
+    wait_http "$nurl" "$state/node$i.log" "vouch-node $i"
+  done
+  url="http://127.0.0.1:$port"
   note "health: $(curl -fsS "$url/healthz")"
+
+  say "Seeding stake: each operator registers (signed by its key and its libp2p key), allocates; a restaker deposits 1000 ETH-units and delegates to it"
+  active=$(curl -fsS "$vurl/v1/registry" | json 'sum(1 for o in d["operators"] if o["active"])')
+  if [ "$active" -lt 3 ]; then
+    request "$state/verifier/verifier.pem" '{"type":"register_asset","asset":"eth","price_per_unit":"1"}' || true
+    for i in 1 2 3; do
+      opk=$("$bin/vouch-node" keys show --data-dir "$state/node$i")
+      request "$state/node$i/operator.pem" '{"type":"register_operator"}' "$state/node$i/p2p-key"
+      request "$state/node$i/operator.pem" '{"type":"allocate","magnitude_ppm":1000000}'
+      request "$state/restaker$i/verifier.pem" '{"type":"deposit","asset":"eth","amount":"1000"}'
+      request "$state/restaker$i/verifier.pem" '{"type":"delegate","operator":"'"$opk"'"}'
+    done
+  fi
+  curl -fsS "$vurl/v1/registry" | json '"\n".join("    operator %s… active=%s stake=%s" % (o["operator"][:16], o["active"], o["stake_value"]) for o in d["operators"])'
+  note "waiting for the nodes to read the registry and form the gossip mesh …"
+  for _ in $(seq 1 150); do
+    ready=0
+    for i in 1 2 3; do
+      n=$(curl -fsS "http://127.0.0.1:$((port + i - 1))/v1/peers" | json 'len(d["registry"]["operators"]) == 3 and len(d["receipts_mesh"]) > 0')
+      [ "$n" = True ] && ready=$((ready + 1))
+    done
+    [ "$ready" = 3 ] && break
+    sleep 0.2
+  done
+  [ "$ready" = 3 ] || { echo "the nodes did not all join the network; see bash scripts/devnet.sh logs" >&2; exit 1; }
+  sleep 2
 
   say "1. A client submits a job: count the words of a sentence in vouch/wc:dev"
   sub=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
@@ -98,22 +172,48 @@ up() {
     "$bin/vouch-verifier" check <<<"$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["vouch"]; print(json.dumps({"receipt": d["receipt"], "spec": d["spec"]}))' "$state/last-chat.json")" | sed 's/^/    /'
   fi
 
-  say "4. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
+  say "4. Gossip: every node and the verifier saw that receipt"
+  for i in 2 3; do
+    seen=0
+    for _ in $(seq 1 50); do
+      seen=$(curl -fsS "http://127.0.0.1:$((port + i - 1))/v1/jobs/$id/receipts" | json 'len(d["receipts"])')
+      [ "$seen" -ge 1 ] && break; sleep 0.1
+    done
+    note "node $i: $seen receipt(s) for job ${id:0:16}…"
+  done
+  note "verifier: $(curl -fsS "$vurl/v1/receipts?limit=1000" | json 'd["heard"]') receipt(s) heard so far"
+
+  say "5. A replicated job (replicas: 3): each operator runs it, commits to its signed result, then reveals"
+  rid=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
+    -d '{"image":"vouch/wc:dev","input":"three operators, one answer\n","replicas":3,"nonce":"'"demo-$(date +%s%N)"'"}' | json 'd["job_id"]')
+  note "job id: $rid"
+  for _ in $(seq 1 300); do
+    phase=$(curl -fsS "$url/v1/jobs/$rid/replication" | json 'd["phase"]')
+    [ "$phase" = complete ] && break; sleep 0.2
+  done
+  rep=$(curl -fsS "$url/v1/jobs/$rid/replication")
+  echo "$rep" >"$state/last-replication.json"
+  echo "$rep" | json '"\n".join("    %s… %s: output %s" % (o["operator"][:16], o["status"], (o["receipt"] or {}).get("output_digest", "-")[:24]) for o in d["operators"])'
+  note "outcome: $(echo "$rep" | json 'd["outcome"]'); disagreeing: $(echo "$rep" | json '[o[:16] for o in d["disagreeing"]]')"
+  note "the dishonest operator 3 (${op3:0:16}…) is caught by its own signed, revealed receipt"
+
+  say "6. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
   hid=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
     -d '{"image":"vouch/hostile-memhog:dev","limits":{"memory_bytes":67108864},"nonce":"'"demo-$(date +%s%N)"'"}' | json 'd["job_id"]')
   hjob=$(curl -fsS "$url/v1/jobs/$hid?wait_ms=30000")
   note "status: $(echo "$hjob" | json 'd["status"]') — $(echo "$hjob" | json 'd.get("reason")')"
   note "health after: $(curl -fsS "$url/healthz")"
 
-  say "5. Bad input gets a clear error"
+  say "7. Bad input gets a clear error"
   note "$(curl -sS -X POST "$url/v1/jobs" -H 'content-type: application/json' -d '{"image":"vouch/not-here:dev"}')"
 
   say "The network is running"
   cat <<EOT
-    node API:      $url           (jobs: POST /v1/jobs, GET /v1/jobs/{id}?wait_ms=…)
+    node APIs:     $url, http://127.0.0.1:$((port + 1)), http://127.0.0.1:$((port + 2))   (jobs: POST /v1/jobs; peers: GET /v1/peers)
+    verifier:      $vurl        (GET /v1/registry, /v1/receipts, /v1/snapshot, /v1/events)
     OpenAI API:    $url/v1        (base_url for any OpenAI SDK; model vouch-tiny-1)
     metrics:       $url/metrics
-    logs:          bash scripts/devnet.sh logs     ($state/node1.log)
+    logs:          bash scripts/devnet.sh logs     ($state/*.log)
     stop / reset:  bash scripts/devnet.sh stop  |  bash scripts/devnet.sh reset
 
     try:
