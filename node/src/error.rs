@@ -4,33 +4,9 @@ use std::path::PathBuf;
 
 use vouch_proto::{JobId, ProtoError};
 
-/// Errors from the Docker side of a job run. A workload that exits non-zero or breaks a
-/// limit is *not* an error (see [`crate::executor::RunOutcome`]); these are faults of the
-/// infrastructure or of the request.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// The image is not present in the local engine. Nodes never pull.
-    #[error(
-        "image {0:?} is not present on this node; vouch-node never pulls images: build it \
-         (images/build.sh) or `docker load` it, then refer to it by tag or by its id"
-    )]
-    ImageNotFound(String),
-    /// The Docker daemon could not be reached.
-    #[error(
-        "cannot reach the Docker daemon at {host}: {reason}. Is dockerd running? Set \
-         DOCKER_HOST (or `docker_host` in the config / --docker-host) to its socket, e.g. \
-         unix:///var/run/docker.sock, and check this user may open it"
-    )]
-    Unavailable {
-        /// The endpoint that was tried.
-        host: String,
-        /// What the connection attempt said.
-        reason: String,
-    },
-    /// The daemon answered with an error.
-    #[error("docker: {0}")]
-    Docker(String),
-}
+/// Errors from the Docker side of a job run; defined in `vouch-exec`, which the node and
+/// the verifier share, and re-exported here so `crate::error::ExecError` keeps working.
+pub use vouch_exec::ExecError;
 
 /// Errors of the signing-protection store. Every refusal happens before a signature exists.
 #[derive(Debug, thiserror::Error)]

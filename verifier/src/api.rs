@@ -7,11 +7,17 @@
 //! | `GET` | `/v1/operators/{key}` | state, slashable stake per asset, jailed |
 //! | `GET` | `/v1/snapshot` | the whole ledger state |
 //! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
+//! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (re-runs the job twice) |
 //! | `GET` | `/healthz` | `{"status": "ok"}` |
 //!
 //! Errors have OpenAI's shape, like the node's: `{"error": {"message", "type", "param",
 //! "code"}}`, `type` = `invalid_request_error` for 4xx and `server_error` for 5xx. Faults
 //! of the verifier itself are logged and answered with a generic 500.
+//!
+//! Every route but `/v1/disputes/result` is cut off after [`REQUEST_TIMEOUT`]; that one
+//! runs a job twice, each run bounded by the spec's own `timeout_ms` (and the executor's
+//! margin for the daemon), and at most [`crate::reexec::MAX_CONCURRENT_REEXECUTIONS`] at
+//! once.
 //!
 //! The ledger is blocking (SQLite, which may wait on another writer), so every call to it
 //! runs on tokio's blocking pool.
@@ -38,7 +44,8 @@ use vouch_proto::ReceiptJson;
 use crate::disputes::{Verdict, Verifier};
 use crate::error::{DisputeError, LedgerError};
 use crate::ledger::CollateralLedger;
-use crate::requests::{Key, SignedRequest};
+use crate::reexec::{Bond, ResultChallenge, ResultVerdict};
+use crate::requests::{Key, Sig, SignedRequest};
 
 /// Largest request body accepted (a dispute with two receipts is about 4 KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -105,6 +112,8 @@ pub fn system_now_ms() -> u64 {
 /// The API with its layers: tracing (with the matched path), timeout, concurrency
 /// limit, body limit.
 pub fn router(state: ApiState) -> Router {
+    // Re-execution may take longer than REQUEST_TIMEOUT; it bounds itself (module docs).
+    let reexec = Router::new().route("/v1/disputes/result", post(post_result));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/requests", post(post_request))
@@ -116,13 +125,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
         .fallback(not_found)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .merge(reexec)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let path = req
@@ -207,6 +217,7 @@ impl From<LedgerError> for ApiError {
             L::AssetExists(_) => (S::CONFLICT, "asset_exists"),
             L::OperatorExists(_) => (S::CONFLICT, "operator_exists"),
             L::AlreadySlashed { .. } => (S::CONFLICT, "already_slashed"),
+            L::AlreadyForfeited { .. } => (S::CONFLICT, "already_forfeited"),
             L::NotYetClaimable { .. } => (S::CONFLICT, "not_yet_claimable"),
             L::InsufficientBalance { .. } => (S::UNPROCESSABLE_ENTITY, "insufficient_balance"),
             L::Overflow(_) => (S::UNPROCESSABLE_ENTITY, "overflow"),
@@ -229,14 +240,13 @@ impl From<DisputeError> for ApiError {
         use StatusCode as S;
         let e = match e {
             D::Ledger(inner) => return inner.into(),
+            D::Internal(_) => return ApiError::internal(&e),
             other => other,
         };
         let param = match &e {
-            D::Receipt { which, .. } | D::WrongNetwork { which, .. } if *which == "a" => {
-                Some("receipt_a")
-            }
-            D::Receipt { .. } | D::WrongNetwork { .. } => Some("receipt_b"),
+            D::Receipt { which, .. } | D::WrongNetwork { which, .. } => Some(*which),
             D::Challenger(_) => Some("challenger"),
+            D::Mismatch(_) => Some("spec"),
             _ => None,
         };
         let (status, code) = match &e {
@@ -250,7 +260,14 @@ impl From<DisputeError> for ApiError {
                 (S::UNPROCESSABLE_ENTITY, "not_an_equivocation")
             }
             D::Challenger(_) => (S::BAD_REQUEST, "invalid_value"),
-            D::Busy(_) | D::Ledger(_) => (S::SERVICE_UNAVAILABLE, "busy"),
+            D::Mismatch(_) => (S::UNPROCESSABLE_ENTITY, "receipt_mismatch"),
+            D::Final { .. } => (S::CONFLICT, "receipt_final"),
+            D::NotDisputable(_) => (S::UNPROCESSABLE_ENTITY, "not_disputable"),
+            D::Exec(vouch_exec::ExecError::ImageNotFound(_)) => {
+                (S::CONFLICT, "image_not_available")
+            }
+            D::NoExecutor | D::Exec(_) => (S::SERVICE_UNAVAILABLE, "reexecution_unavailable"),
+            D::Busy(_) | D::Ledger(_) | D::Internal(_) => (S::SERVICE_UNAVAILABLE, "busy"),
         };
         let mut err = ApiError::new(status, code, e.to_string());
         err.param = param;
@@ -497,14 +514,79 @@ async fn post_equivocation(
     let a = d
         .receipt_a
         .verify()
-        .map_err(|source| DisputeError::Receipt { which: "a", source })?;
+        .map_err(|source| DisputeError::Receipt {
+            which: "receipt_a",
+            source,
+        })?;
     let b = d
         .receipt_b
         .verify()
-        .map_err(|source| DisputeError::Receipt { which: "b", source })?;
+        .map_err(|source| DisputeError::Receipt {
+            which: "receipt_b",
+            source,
+        })?;
     let now = (st.clock)();
     let verifier = st.verifier.clone();
     let verdict =
         blocking(move || Ok(verifier.dispute_equivocation(d.challenger, &a, &b, now)?)).await?;
     Ok(Json(verdict))
+}
+
+/// Body of `POST /v1/disputes/result` (see [`crate::reexec`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultDisputeBody {
+    /// Receives the bounty; its deposited balance holds the bond.
+    pub challenger: Key,
+    /// Forfeited if the dispute is dismissed.
+    pub bond: Bond,
+    /// The challenger's signature over the dispute id ([`crate::reexec::result_dispute_id`]).
+    pub signature: Sig,
+    /// The disputed receipt (SPEC.md §4.1).
+    pub receipt: ReceiptJson,
+    /// The job spec (SPEC.md §2), as `GET /v1/jobs/{id}` returns it.
+    pub spec: serde_json::Value,
+    /// The input bytes, base64 (standard alphabet, padded).
+    pub input_base64: String,
+}
+
+async fn post_result(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ResultVerdict>, ApiError> {
+    use base64::Engine as _;
+    let d: ResultDisputeBody = json_body(body)?;
+    let receipt = d.receipt.verify().map_err(|source| DisputeError::Receipt {
+        which: "receipt",
+        source,
+    })?;
+    let spec_bytes = serde_json::to_vec(&d.spec).map_err(|e| ApiError::internal(&e))?;
+    let spec = vouch_proto::JobSpec::from_json(&spec_bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_spec",
+            format!("spec is not a valid job spec (SPEC.md §2): {e}"),
+        )
+        .param("spec")
+    })?;
+    let input = base64::engine::general_purpose::STANDARD
+        .decode(d.input_base64.as_bytes())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                format!("input_base64 is not base64: {e}"),
+            )
+            .param("input_base64")
+        })?;
+    let challenge = ResultChallenge {
+        challenger: d.challenger,
+        bond: d.bond,
+        signature: d.signature,
+        receipt,
+        spec,
+        input: input.into(),
+    };
+    let now = (st.clock)();
+    Ok(Json(st.verifier.dispute_result(challenge, now).await?))
 }

@@ -32,7 +32,7 @@ use crate::requests::{Key, RequestBody, SignedRequest};
 /// Domain tag of an equivocation offence id.
 pub const EQUIVOCATION_TAG: &[u8] = b"vouch/offence/equivocation/v1";
 
-/// How often [`Verifier::dispute_equivocation`] re-signs after losing the admin nonce to
+/// How often an admin request (a slash, a bond forfeit) is re-signed after losing the admin nonce to
 /// another writer of the same ledger file.
 const NONCE_RETRIES: u32 = 32;
 
@@ -81,7 +81,7 @@ pub fn equivocation_offence(
     b: &SignedReceipt,
     network: &NetworkId,
 ) -> Result<Offence, DisputeError> {
-    for (which, r) in [("a", a), ("b", b)] {
+    for (which, r) in [("receipt_a", a), ("receipt_b", b)] {
         r.verify()
             .map_err(|source| DisputeError::Receipt { which, source })?;
         if r.receipt.network_id != *network {
@@ -134,6 +134,8 @@ pub fn equivocation_offence(
 pub struct DisputeConfig {
     /// Fraction of the operator's allocated stake removed, ppm (1..=1_000_000).
     pub equivocation_slash_ppm: u32,
+    /// The same for a wrong result proven by re-execution.
+    pub wrong_result_slash_ppm: u32,
     /// Share of the slashed amount paid to the challenger, ppm (below 1_000_000: the
     /// rest is burned, so a self-challenge cannot launder stake).
     pub bounty_ppm: u32,
@@ -145,6 +147,7 @@ impl Default for DisputeConfig {
     fn default() -> Self {
         DisputeConfig {
             equivocation_slash_ppm: PPM / 2,
+            wrong_result_slash_ppm: PPM / 2,
             bounty_ppm: PPM / 10,
             jail: true,
         }
@@ -189,6 +192,10 @@ pub struct Verifier {
     network: NetworkId,
     config: DisputeConfig,
     admin_nonce: Mutex<()>,
+    /// Re-executes disputed jobs (T1); `None` refuses such disputes.
+    pub(crate) executor: Option<Arc<dyn vouch_exec::Executor>>,
+    /// Bounds concurrent re-executions (each runs a job twice).
+    pub(crate) reexec: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -216,7 +223,21 @@ impl Verifier {
             network,
             config,
             admin_nonce: Mutex::new(()),
+            executor: None,
+            reexec: tokio::sync::Semaphore::new(crate::reexec::MAX_CONCURRENT_REEXECUTIONS),
         }
+    }
+
+    /// Lets this service judge wrong-result disputes by re-running jobs on `executor`
+    /// (a `vouch_exec::DockerExecutor` in production).
+    pub fn with_executor(mut self, executor: Arc<dyn vouch_exec::Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// The verifier (admin) key.
+    pub(crate) fn admin(&self) -> &SigningKey {
+        &self.admin
     }
 
     /// The ledger this service writes to.
@@ -259,6 +280,79 @@ impl Verifier {
             outcome,
             event,
         };
+        let (outcome, event) = self.slash_once(
+            offence.id_hex(),
+            offence.operator,
+            self.config.equivocation_slash_ppm,
+            challenger,
+            now_ms,
+        )?;
+        if outcome == VerdictOutcome::Slashed {
+            tracing::info!(
+                target: "vouch_verifier::disputes",
+                offence = %offence.id_hex(),
+                operator = %offence.operator,
+                %challenger,
+                seq = event.seq,
+                "equivocation slashed"
+            );
+        }
+        Ok(verdict(outcome, event))
+    }
+
+    /// Slashes `operator` for offence `offence` (64 hex) unless an earlier slash already
+    /// punished it; then the earlier slash event is returned with
+    /// [`VerdictOutcome::AlreadySlashed`]. The ledger checks and records the offence in
+    /// the slash's own transaction, so racing disputes slash once.
+    pub(crate) fn slash_once(
+        &self,
+        offence: String,
+        operator: Key,
+        fraction_ppm: u32,
+        challenger: Key,
+        now_ms: u64,
+    ) -> Result<(VerdictOutcome, Event), DisputeError> {
+        let body = RequestBody::Slash {
+            operator,
+            fraction_ppm,
+            bounty_ppm: self.config.bounty_ppm,
+            challenger,
+            jail: self.config.jail,
+            offence: Some(offence.clone()),
+        };
+        match self.apply_admin(body, now_ms) {
+            Ok(applied) => Ok((VerdictOutcome::Slashed, applied.event)),
+            Err(DisputeError::Ledger(LedgerError::AlreadySlashed { event_seq, .. })) => Ok((
+                VerdictOutcome::AlreadySlashed,
+                self.event_at(event_seq, &offence)?,
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The event at `seq`, which the ledger's offence table points at.
+    pub(crate) fn event_at(&self, seq: u64, id: &str) -> Result<Event, DisputeError> {
+        Ok(self
+            .ledger
+            .events_from(seq, 1)?
+            .pop()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| {
+                LedgerError::Corrupt(format!("offence {id} points at missing event {seq}"))
+            })?)
+    }
+
+    /// Signs `body` with the admin key under the next admin nonce and applies it.
+    ///
+    /// The nonce is taken as "last accepted + 1" under a mutex; when another writer of
+    /// the same ledger file took it first, the ledger refuses ours as replayed and we sign
+    /// again, up to [`NONCE_RETRIES`] times.
+    pub(crate) fn apply_admin(
+        &self,
+        body: RequestBody,
+        now_ms: u64,
+    ) -> Result<crate::ledger::Applied, DisputeError> {
+        let admin = Key::of(&self.admin);
         for _ in 0..NONCE_RETRIES {
             let _serial = self
                 .admin_nonce
@@ -270,41 +364,9 @@ impl Verifier {
                 .unwrap_or(0)
                 .checked_add(1)
                 .ok_or(LedgerError::Overflow("admin nonce"))?;
-            let body = RequestBody::Slash {
-                operator: offence.operator,
-                fraction_ppm: self.config.equivocation_slash_ppm,
-                bounty_ppm: self.config.bounty_ppm,
-                challenger,
-                jail: self.config.jail,
-                offence: Some(offence.id_hex()),
-            };
-            let request = SignedRequest::sign(&self.network.0, &self.admin, nonce, body)?;
+            let request = SignedRequest::sign(&self.network.0, &self.admin, nonce, body.clone())?;
             match self.ledger.apply(&request, now_ms) {
-                Ok(applied) => {
-                    tracing::info!(
-                        target: "vouch_verifier::disputes",
-                        offence = %offence.id_hex(),
-                        operator = %offence.operator,
-                        %challenger,
-                        seq = applied.event.seq,
-                        "equivocation slashed"
-                    );
-                    return Ok(verdict(VerdictOutcome::Slashed, applied.event));
-                }
-                Err(LedgerError::AlreadySlashed { event_seq, .. }) => {
-                    let event = self
-                        .ledger
-                        .events_from(event_seq, 1)?
-                        .pop()
-                        .filter(|e| e.seq == event_seq)
-                        .ok_or_else(|| {
-                            LedgerError::Corrupt(format!(
-                                "offence {} points at missing event {event_seq}",
-                                offence.id_hex()
-                            ))
-                        })?;
-                    return Ok(verdict(VerdictOutcome::AlreadySlashed, event));
-                }
+                Ok(applied) => return Ok(applied),
                 // Another writer of the ledger file used this admin nonce first.
                 Err(LedgerError::ReplayedNonce { .. }) => continue,
                 Err(e) => return Err(e.into()),

@@ -99,6 +99,14 @@ pub enum LedgerError {
         /// The event of the earlier slash.
         event_seq: u64,
     },
+    /// A bond forfeit names a dispute whose bond was already forfeited.
+    #[error("the bond of dispute {dispute} was already forfeited (event {event_seq}); one dispute, one forfeit")]
+    AlreadyForfeited {
+        /// The dispute id (64 lowercase hex).
+        dispute: String,
+        /// The event of the earlier forfeit.
+        event_seq: u64,
+    },
     /// A rule about delays, magnitudes or delegation was broken; the text names it.
     #[error("refused: {0}")]
     Rule(String),
@@ -153,17 +161,17 @@ impl LedgerError {
 pub enum DisputeError {
     /// A receipt does not decode, its JSON view does not match its encoding, or its
     /// signature does not verify under the operator key it names.
-    #[error("receipt_{which}: {source}")]
+    #[error("{which}: {source}")]
     Receipt {
-        /// `"a"` or `"b"`.
+        /// The request field: `"receipt_a"`, `"receipt_b"` or `"receipt"`.
         which: &'static str,
         /// What is wrong with it.
         source: vouch_proto::ProtoError,
     },
     /// A receipt signed for another network (its signature proves nothing here).
-    #[error("receipt_{which} is for network {got}, this verifier judges network {expected}")]
+    #[error("{which} is for network {got}, this verifier judges network {expected}")]
     WrongNetwork {
-        /// `"a"` or `"b"`.
+        /// The request field: `"receipt_a"`, `"receipt_b"` or `"receipt"`.
         which: &'static str,
         /// The receipt's network id.
         got: vouch_proto::NetworkId,
@@ -189,6 +197,31 @@ pub enum DisputeError {
     /// Different job and different sequence number: two honest receipts.
     #[error("not an equivocation: the receipts differ in both job_id and sequence; an equivocation needs the same job or the same sequence number")]
     Unrelated,
+    /// The receipt, the spec and the input do not describe one job (SPEC.md §3.4 step 8).
+    #[error("the receipt is not about this job: {0}")]
+    Mismatch(String),
+    /// The receipt is older than the challenge window: it is final.
+    #[error("the receipt is final: issued at {issued_at_ms} ms, the challenge window of {window_ms} ms closed before now ({now_ms} ms)")]
+    Final {
+        /// The receipt's `issued_at_ms`.
+        issued_at_ms: u64,
+        /// The ledger's challenge window.
+        window_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The job cannot be judged by re-execution (SPEC.md §5.5).
+    #[error("not disputable by re-execution: {0}")]
+    NotDisputable(String),
+    /// This verifier was started without a Docker executor.
+    #[error("this verifier cannot re-execute jobs (it has no Docker executor)")]
+    NoExecutor,
+    /// The re-execution could not be carried out (not a verdict about the workload).
+    #[error("re-execution failed: {0}")]
+    Exec(#[from] vouch_exec::ExecError),
+    /// A fault of the verifier itself (a task that panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A challenger key that cannot receive a bounty.
     #[error("invalid challenger: {0}")]
     Challenger(String),

@@ -27,6 +27,9 @@ pub const EVENT_TAG: &[u8] = b"vouch/ledger-event/v1";
 /// split into `burned` and `rewarded`, so `before == after + burned + rewarded`. The
 /// reward is then credited to the challenger's deposit, so the ledger-wide total of the
 /// asset falls by exactly `burned`.
+///
+/// For a `forfeit_bond` event, `before` and `after` are the challenger's deposited
+/// balance, `burned` the bond and `rewarded` zero: the same equation holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conservation {

@@ -236,6 +236,18 @@ pub enum Outcome {
     },
     /// `slash`.
     Slashed(SlashOutcome),
+    /// `forfeit_bond`: what was burned from whom.
+    BondForfeited {
+        /// The challenger whose bond was burned.
+        challenger: Key,
+        /// Asset.
+        asset: String,
+        /// Base units burned.
+        #[serde(with = "decimal")]
+        amount: u128,
+        /// The challenger's deposited balance before and after, and the burn.
+        conservation: Conservation,
+    },
 }
 
 /// An applied request: its outcome and the event that records it.
@@ -262,7 +274,9 @@ pub struct Snapshot {
     pub operators: BTreeMap<Key, OperatorState>,
     /// Last accepted nonce per actor.
     pub nonces: BTreeMap<Key, u64>,
-    /// Slashed offence ids (64 lowercase hex) → seq of the slash event that punished them.
+    /// Slashed offence ids and forfeited dispute ids (64 lowercase hex; each kind of id
+    /// is a SHA-256 under its own domain tag, so they cannot collide) → seq of the event
+    /// that slashed or forfeited.
     pub offences: BTreeMap<String, u64>,
     /// Number of events.
     pub event_count: u64,
@@ -751,6 +765,12 @@ pub(crate) fn apply_request(
                 now_ms,
             )?)
         }
+        RequestBody::ForfeitBond {
+            challenger,
+            asset,
+            amount,
+            dispute,
+        } => forfeit_bond(s, challenger, asset, *amount, dispute)?,
     };
     let conservation = match &outcome {
         Outcome::Slashed(o) => o
@@ -758,6 +778,11 @@ pub(crate) fn apply_request(
             .iter()
             .map(|(a, x)| (a.clone(), x.conservation))
             .collect(),
+        Outcome::BondForfeited {
+            asset,
+            conservation,
+            ..
+        } => BTreeMap::from([(asset.clone(), *conservation)]),
         _ => BTreeMap::new(),
     };
     let (seq, prev_hash) = match s.last_event()? {
@@ -779,11 +804,12 @@ pub(crate) fn apply_request(
         cx.signer,
     )?;
     s.append_event(&event)?;
-    if let RequestBody::Slash {
-        offence: Some(id), ..
-    } = &req.body
-    {
-        s.insert_offence(id, event.seq)?;
+    match &req.body {
+        RequestBody::Slash {
+            offence: Some(id), ..
+        }
+        | RequestBody::ForfeitBond { dispute: id, .. } => s.insert_offence(id, event.seq)?,
+        _ => {}
     }
     Ok(Applied { outcome, event })
 }
@@ -795,6 +821,60 @@ fn check_ppm(what: &str, v: u32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Burns `amount` of `challenger`'s deposited balance for the dismissed `dispute`.
+fn forfeit_bond(
+    s: &mut dyn Store,
+    challenger: &Key,
+    asset: &str,
+    amount: u128,
+    dispute: &str,
+) -> Result<Outcome> {
+    // Like offences: checked here and recorded with the event by the caller, in the same
+    // transaction, so a replayed or raced dismissal burns the bond once.
+    if !valid_offence_id(dispute) {
+        return Err(LedgerError::Invalid(format!(
+            "dispute {dispute:?}: use 64 lowercase hex characters"
+        )));
+    }
+    if let Some(event_seq) = s.offence(dispute)? {
+        return Err(LedgerError::AlreadyForfeited {
+            dispute: dispute.to_owned(),
+            event_seq,
+        });
+    }
+    positive(amount)?;
+    let mut a = known_asset(s, asset)?;
+    let before = s.balance(challenger, asset)?;
+    let insufficient = || LedgerError::InsufficientBalance {
+        restaker: *challenger,
+        asset: asset.to_owned(),
+        available: before,
+        requested: amount,
+    };
+    let after = before.checked_sub(amount).ok_or_else(insufficient)?;
+    s.set_balance(challenger, asset, after)?;
+    a.total = sub_invariant(a.total, amount, "asset total")?;
+    s.put_asset(asset, &a)?;
+    // The equation in the event must describe what is stored.
+    let stored = s.balance(challenger, asset)?;
+    if stored != after {
+        return Err(LedgerError::Conservation(format!(
+            "bond of {challenger} in {asset}: stored {stored}, expected {after}"
+        )));
+    }
+    Ok(Outcome::BondForfeited {
+        challenger: *challenger,
+        asset: asset.to_owned(),
+        amount,
+        conservation: Conservation {
+            before,
+            after,
+            burned: amount,
+            rewarded: 0,
+        },
+    })
 }
 
 fn slash(

@@ -1,5 +1,5 @@
-//! `vouch-verifier`: the verifier's restaked-collateral ledger (disputes and the HTTP API
-//! will build on it).
+//! `vouch-verifier`: the verifier's restaked-collateral ledger, the disputes judged
+//! against it, and its HTTP API.
 //!
 //! Layout:
 //! - [`requests`]: [`SignedRequest`], the only way to change the ledger. Each carries the
@@ -9,12 +9,17 @@
 //!   exclusive transaction per request) and [`MemoryLedger`] (tests). Both run the same
 //!   rules over a storage trait: deposits, delegation, allocation with delayed
 //!   deallocation, delayed withdrawals that stay slashable, and pro-rata slashing with a
-//!   challenger bounty and a burn.
+//!   challenger bounty and a burn, and the burn of a dismissed challenger's bond.
+//! - [`disputes`]: tier 0, equivocation, judged on signatures alone; [`reexec`]: tier 1,
+//!   a wrong result, judged by re-running the job twice on a `vouch_exec::Executor`
+//!   (Docker) and comparing. Both end in admin requests the [`Verifier`] signs.
 //! - [`events`]: every applied request appends one hash-chained event, signed by the
 //!   verifier key, in the same transaction; [`verify_chain`] checks a run of them.
 //! - [`error`]: [`LedgerError`], what a refused request tells its client.
 //!
-//! The crate spawns no tasks and does no network I/O. Data flows one way: a client signs
+//! The ledger spawns no tasks and does no network I/O ([`api`], [`gossip`] and
+//! [`reexec`] do: the HTTP server, the libp2p swarm, the re-execution containers, each
+//! calling the ledger from tokio's blocking pool). Data flows one way: a client signs
 //! a request → [`CollateralLedger::apply`] authenticates it, checks the nonce, applies the
 //! rules and appends the signed event, all or nothing → readers query the state or page
 //! through [`CollateralLedger::events_from`].
@@ -47,10 +52,11 @@ pub mod error;
 pub mod events;
 pub mod gossip;
 pub mod ledger;
+pub mod reexec;
 pub mod requests;
 pub mod server;
 
-pub use api::{router, ApiError, ApiState};
+pub use api::{router, ApiError, ApiState, ResultDisputeBody};
 pub use disputes::{
     equivocation_offence, DisputeConfig, Offence, Verdict, VerdictOutcome, Verifier,
 };
@@ -59,5 +65,9 @@ pub use events::{verify_chain, Conservation, Event};
 pub use ledger::{
     Applied, AssetSlash, AssetState, CollateralLedger, LedgerConfig, MemoryLedger, OperatorState,
     Outcome, PendingDeallocation, SlashOutcome, Snapshot, SqliteLedger, Withdrawal, PPM,
+};
+pub use reexec::{
+    result_dispute_id, wrong_result_offence, Bond, ResultChallenge, ResultOutcome, ResultVerdict,
+    RunReport,
 };
 pub use requests::{signing_root, Key, RequestBody, Sig, SignedRequest};

@@ -107,6 +107,10 @@ struct RunArgs {
     /// Turn mDNS discovery off.
     #[arg(long, env = "VOUCH_NO_MDNS")]
     no_mdns: bool,
+    /// The Docker daemon that re-executes disputed jobs (images are never pulled: build
+    /// or load them there) [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long, env = "VOUCH_DOCKER_HOST")]
+    docker_host: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +129,35 @@ enum DisputeCommand {
         /// The conflicting receipt (same forms as --a).
         #[arg(long)]
         b: PathBuf,
+    },
+    /// A receipt with the wrong result: the verifier re-runs the job twice and compares.
+    /// A dismissed dispute burns the bond.
+    Result {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        url: String,
+        /// The challenger's PKCS#8 PEM key: it signs the dispute, receives the bounty and
+        /// holds the bond in its deposited balance.
+        #[arg(long)]
+        challenger_key: PathBuf,
+        /// The job as `GET /v1/jobs/{id}` returns it (with `spec` and `receipt`).
+        #[arg(long)]
+        job: PathBuf,
+        /// The input bytes; without it they are fetched from --node.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// The node that ran the job, to fetch `/v1/jobs/{id}/input` from.
+        #[arg(long, required_unless_present = "input")]
+        node: Option<String>,
+        /// The node's API key, if it requires one.
+        #[arg(long, env = "VOUCH_API_KEY")]
+        api_key: Option<String>,
+        /// Asset of the bond.
+        #[arg(long)]
+        bond_asset: String,
+        /// Bond in base units (at most the challenger's deposited balance).
+        #[arg(long)]
+        bond_amount: u128,
     },
 }
 
@@ -229,7 +262,109 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Dispute {
+            command:
+                DisputeCommand::Result {
+                    url,
+                    challenger_key,
+                    job,
+                    input,
+                    node,
+                    api_key,
+                    bond_asset,
+                    bond_amount,
+                },
+        } => dispute_result(
+            &url,
+            &challenger_key,
+            &job,
+            input.as_deref(),
+            node.as_deref(),
+            api_key.as_deref(),
+            vouch_verifier::Bond {
+                asset: bond_asset,
+                amount: bond_amount,
+            },
+        ),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispute_result(
+    url: &str,
+    challenger_key: &Path,
+    job: &Path,
+    input: Option<&Path>,
+    node: Option<&str>,
+    api_key: Option<&str>,
+    bond: vouch_verifier::Bond,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let challenger = cli::keys::load(challenger_key)?;
+    let text =
+        std::fs::read_to_string(job).with_context(|| format!("reading {}", job.display()))?;
+    let job_json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", job.display()))?;
+    let receipt = read_receipt(job)?;
+    let spec = job_json
+        .get("spec")
+        .cloned()
+        .with_context(|| format!("{}: no `spec` (save GET /v1/jobs/{{id}})", job.display()))?;
+    let signed = receipt
+        .verify()
+        .context("the job's receipt does not verify")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let input = match (input, node) {
+        (Some(path), _) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, Some(node)) => {
+            let path = format!("/v1/jobs/{}/input", signed.receipt.job_id);
+            let (status, bytes) = rt.block_on(cli::client::get_bytes(node, &path, api_key))?;
+            anyhow::ensure!(
+                status == 200,
+                "{node}{path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            bytes
+        }
+        (None, None) => anyhow::bail!("give --input FILE or --node URL"),
+    };
+    // The verifier refuses receipts of another network, so the receipt's is the one to sign.
+    let id = vouch_verifier::result_dispute_id(
+        &signed.receipt.network_id,
+        &Key::of(&challenger),
+        &signed.receipt.signing_root(),
+        &bond,
+    )?;
+    let signature = vouch_verifier::Sig(ed25519_dalek::Signer::sign(&challenger, &id).to_bytes());
+    let body = serde_json::json!({
+        "challenger": Key::of(&challenger),
+        "bond": bond,
+        "signature": signature,
+        "receipt": receipt,
+        "spec": spec,
+        "input_base64": base64::engine::general_purpose::STANDARD.encode(&input),
+    });
+    // Two runs of the job: allow for its own timeout twice, plus the daemon.
+    let timeout_ms = spec
+        .pointer("/limits/timeout_ms")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let wait = std::time::Duration::from_millis(timeout_ms.saturating_mul(2))
+        + std::time::Duration::from_secs(300);
+    let (status, answer) = rt.block_on(cli::client::post_json_within(
+        url,
+        "/v1/disputes/result",
+        &body,
+        wait,
+    ))?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "the verifier answered {status}"
+    );
+    Ok(())
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<()> {
@@ -246,14 +381,30 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         network.0,
         admin.clone(),
     )?;
+    let docker_host = args
+        .docker_host
+        .clone()
+        .unwrap_or_else(vouch_exec::DockerExecutor::default_host);
+    // Its containers carry this label, so a restart sweeps what a crash left behind.
+    let label = format!("verifier-{}", &Key::of(&admin).to_hex()[..16]);
+    let executor = Arc::new(vouch_exec::DockerExecutor::new(docker_host.clone(), label));
     let verifier = Verifier::new(
         Arc::new(ledger),
         admin.clone(),
         network,
         DisputeConfig::default(),
-    );
+    )
+    .with_executor(executor.clone());
     let verifier = Arc::new(verifier);
     tokio::runtime::Runtime::new()?.block_on(async move {
+        use vouch_exec::Executor as _;
+        // Docker is only needed for wrong-result disputes: serve the rest without it.
+        match tokio::time::timeout(std::time::Duration::from_secs(10), executor.sweep()).await {
+            Ok(Ok(n)) => tracing::info!(%docker_host, swept = n, "re-execution through Docker"),
+            // Wrong-result disputes are refused (503) until it is back.
+            Ok(Err(e)) => tracing::warn!(%docker_host, %e, "Docker unavailable"),
+            Err(_) => tracing::warn!(%docker_host, "Docker did not answer within 10 s"),
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut state = ApiState::new(verifier.clone());
         let mut tasks = vec![];

@@ -40,7 +40,7 @@ impl Key {
         Ok(Key(out))
     }
 
-    fn verify(&self, which: &'static str, root: &[u8; 32], sig: &Sig) -> Result<()> {
+    pub(crate) fn verify(&self, which: &'static str, root: &[u8; 32], sig: &Sig) -> Result<()> {
         let bad = || LedgerError::BadSignature { which, key: *self };
         let vk = VerifyingKey::from_bytes(&self.0).map_err(|_| bad())?;
         vk.verify_strict(root, &Signature::from_bytes(&sig.0))
@@ -199,6 +199,21 @@ pub enum RequestBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offence: Option<String>,
     },
+    /// Admin: burn a challenger's bond after its dispute was dismissed (DESIGN.md
+    /// "Disputes, in tiers": a dismissed dispute forfeits its bond).
+    ForfeitBond {
+        /// Whose deposited balance the bond is taken from.
+        challenger: Key,
+        /// A registered asset.
+        asset: String,
+        /// Base units, > 0, at most the challenger's deposited balance.
+        #[serde(with = "decimal")]
+        amount: u128,
+        /// The dismissed dispute: 64 lowercase hex characters (for example
+        /// [`crate::disputes::ResultChallenge::id`]). Each dispute forfeits at most once; a
+        /// second forfeit naming it is refused with [`LedgerError::AlreadyForfeited`].
+        dispute: String,
+    },
 }
 
 impl RequestBody {
@@ -214,6 +229,7 @@ impl RequestBody {
             RequestBody::Allocate { .. } => "allocate",
             RequestBody::Deallocate { .. } => "deallocate",
             RequestBody::Slash { .. } => "slash",
+            RequestBody::ForfeitBond { .. } => "forfeit_bond",
         }
     }
 }
@@ -296,7 +312,9 @@ impl SignedRequest {
         self.actor.verify("actor", &root, &self.signature)?;
         let kind = self.body.kind();
         match &self.body {
-            RequestBody::RegisterAsset { .. } | RequestBody::Slash { .. } => {
+            RequestBody::RegisterAsset { .. }
+            | RequestBody::Slash { .. }
+            | RequestBody::ForfeitBond { .. } => {
                 if self.actor != *admin {
                     return Err(LedgerError::Unauthorized {
                         actor: self.actor,

@@ -384,6 +384,88 @@ fn refused_requests_change_nothing() {
             |e| matches!(e, LedgerError::Rule(_)),
         ),
         (
+            "non-admin forfeit_bond",
+            |f| {
+                f.s.req(
+                    &sk(10),
+                    RequestBody::ForfeitBond {
+                        challenger: Key::of(&sk(10)),
+                        asset: "eth".into(),
+                        amount: 1,
+                        dispute: hex::encode([7; 32]),
+                    },
+                )
+            },
+            |e| {
+                matches!(
+                    e,
+                    LedgerError::Unauthorized {
+                        kind: "forfeit_bond",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "forfeit_bond above the balance",
+            |f| {
+                f.s.req(
+                    &admin(),
+                    RequestBody::ForfeitBond {
+                        challenger: Key::of(&sk(10)),
+                        asset: "eth".into(),
+                        amount: 501,
+                        dispute: hex::encode([7; 32]),
+                    },
+                )
+            },
+            |e| matches!(e, LedgerError::InsufficientBalance { requested: 501, .. }),
+        ),
+        (
+            "forfeit_bond of nothing",
+            |f| {
+                f.s.req(
+                    &admin(),
+                    RequestBody::ForfeitBond {
+                        challenger: Key::of(&sk(10)),
+                        asset: "eth".into(),
+                        amount: 0,
+                        dispute: hex::encode([7; 32]),
+                    },
+                )
+            },
+            |e| matches!(e, LedgerError::Invalid(_)),
+        ),
+        (
+            "forfeit_bond with a malformed dispute id",
+            |f| {
+                f.s.req(
+                    &admin(),
+                    RequestBody::ForfeitBond {
+                        challenger: Key::of(&sk(10)),
+                        asset: "eth".into(),
+                        amount: 1,
+                        dispute: "ABC".into(),
+                    },
+                )
+            },
+            |e| matches!(e, LedgerError::Invalid(_)),
+        ),
+        (
+            "second forfeit of one dispute",
+            |f| {
+                let body = RequestBody::ForfeitBond {
+                    challenger: Key::of(&sk(10)),
+                    asset: "eth".into(),
+                    amount: 1,
+                    dispute: hex::encode([7; 32]),
+                };
+                ok(&f.ledger, &f.s.req(&admin(), body.clone()), 0);
+                f.s.req(&admin(), body)
+            },
+            |e| matches!(e, LedgerError::AlreadyForfeited { .. }),
+        ),
+        (
             "full bounty",
             |f| {
                 f.s.req(

@@ -24,6 +24,7 @@ enum Op {
     Queue(usize, usize, u128),
     Complete(usize, u64),
     Slash(usize, u32, u32, usize, bool, Option<u8>),
+    Forfeit(usize, usize, u128, u8),
     Advance(u64),
 }
 
@@ -41,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, 1..12u64).prop_map(|(r, id)| Op::Complete(r, id)),
         3 => (0..2usize, prop_oneof![1..=1_000_000u32, Just(1_000_000u32)], 0..1_000_000u32, 0..4usize, any::<bool>(), prop_oneof![2 => Just(None), 3 => (0..4u8).prop_map(Some)])
             .prop_map(|(o, f, b, c, j, x)| Op::Slash(o, f, b, c, j, x)),
+        2 => (0..4usize, 0..2usize, prop_oneof![1u128..3_000, 0u128..2], 0..4u8).prop_map(|(c, a, x, d)| Op::Forfeit(c, a, x, d)),
         2 => (0..2 * DELAY_MS).prop_map(Op::Advance),
     ]
 }
@@ -156,6 +158,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }),
                 },
             ),
+            Op::Forfeit(c, a, x, d) => s.req(
+                &admin(),
+                RequestBody::ForfeitBond {
+                    challenger: Key::of(&sk(RESTAKERS[c])),
+                    asset: ASSETS[a].into(),
+                    amount: x,
+                    // A few dispute ids, so repeats (refused) happen; 3 is malformed.
+                    dispute: match d {
+                        3 => "not-a-dispute-id".to_owned(),
+                        d => hex::encode([0x80 | d; 32]),
+                    },
+                },
+            ),
         };
         let before = sql.snapshot().expect("snapshot");
         let a = sql.apply(&req, now);
@@ -224,6 +239,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+            }
+            Outcome::BondForfeited {
+                challenger,
+                asset,
+                amount,
+                conservation: c,
+            } => {
+                prop_assert_eq!(c.before, c.after + c.burned + c.rewarded);
+                prop_assert_eq!((c.burned, c.rewarded), (*amount, 0));
+                let key = (*challenger, asset.clone());
+                prop_assert_eq!(before.balances.get(&key).copied().unwrap_or(0), c.before);
+                prop_assert_eq!(after.balances.get(&key).copied().unwrap_or(0), c.after);
+                prop_assert_eq!(
+                    applied.event.conservation.get(asset),
+                    Some(c),
+                    "the event records the equation"
+                );
+                *expected.entry(asset.clone()).or_default() -= amount;
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client for the verifier's own API (plain `http://` only; put TLS in
-//! front of the verifier with a proxy). Bounded: 30 s per request, 4 MiB per answer.
+//! A minimal HTTP/1.1 client for the verifier's own API and a node's job input (plain
+//! `http://` only; put TLS in front with a proxy). Bounded: 30 s per request unless the
+//! caller says otherwise, 4 MiB per answer.
 
 use std::time::Duration;
 
@@ -16,6 +17,50 @@ pub async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    post_json_within(base, path, body, TIMEOUT).await
+}
+
+/// [`post_json`] with another time limit (for answers that take long to compute).
+pub async fn post_json_within(
+    base: &str,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let payload = serde_json::to_vec(body)?;
+    let (status, body) = exchange(
+        "POST",
+        base,
+        path,
+        "Content-Type: application/json\r\n",
+        &payload,
+        timeout,
+    )
+    .await?;
+    let json = serde_json::from_slice(&body)
+        .with_context(|| format!("HTTP {status}: the answer is not JSON"))?;
+    Ok((status, json))
+}
+
+/// `GET {base}{path}`, with `Authorization: Bearer {api_key}` if given; the status and the
+/// raw body.
+pub async fn get_bytes(
+    base: &str,
+    path: &str,
+    api_key: Option<&str>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let auth = api_key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    exchange("GET", base, path, &auth, &[], TIMEOUT).await
+}
+
+async fn exchange(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &str,
+    payload: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
     let rest = base
         .strip_prefix("http://")
         .with_context(|| format!("--url {base:?}: only http://host:port is supported"))?;
@@ -31,9 +76,8 @@ pub async fn post_json(
     } else {
         format!("{authority}:80")
     };
-    let payload = serde_json::to_vec(body)?;
     let head = format!(
-        "POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+        "{method} {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\n{headers}\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         payload.len()
     );
@@ -42,14 +86,14 @@ pub async fn post_json(
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&payload).await?;
+        stream.write_all(payload).await?;
         let mut raw = Vec::new();
         stream.take(MAX_RESPONSE).read_to_end(&mut raw).await?;
         anyhow::Ok(raw)
     };
-    let raw = tokio::time::timeout(TIMEOUT, exchange)
+    let raw = tokio::time::timeout(timeout, exchange)
         .await
-        .context("the verifier did not answer within 30 s")??;
+        .with_context(|| format!("{base} did not answer within {} s", timeout.as_secs()))??;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -85,7 +129,5 @@ pub async fn post_json(
         }
         body = &unchunked;
     }
-    let json = serde_json::from_slice(body)
-        .with_context(|| format!("HTTP {status}: the answer is not JSON"))?;
-    Ok((status, json))
+    Ok((status, body.to_vec()))
 }

@@ -1,0 +1,648 @@
+//! Wrong-result disputes (tier 1) end to end: `POST /v1/disputes/result` through
+//! `oneshot`, a real SQLite ledger and real Docker re-executions.
+//!
+//! The tests that run containers need Docker and `images/build.sh`; without Docker they
+//! are skipped, except under `CI=true`, where that is a failure. The table of refused
+//! challenges runs nothing and needs no Docker.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use common::*;
+use ed25519_dalek::{Signer as _, SigningKey};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+use vouch_exec::{DockerExecutor, Executor, RunOutcome};
+use vouch_proto::{
+    Amount, Determinism, Digest, JobSpec, Limits, NetworkId, OperatorKey, Receipt, Root32,
+    SignedReceipt,
+};
+use vouch_verifier::{
+    result_dispute_id, router, ApiState, Bond, CollateralLedger, DisputeConfig, Key, RequestBody,
+    Sig, SqliteLedger, Verifier,
+};
+
+/// Alice's stake, delegated to the operator, fully allocated.
+const STAKE: u128 = 1_000_000;
+/// The challenger's deposit, which holds its bonds.
+const CHALLENGER_DEPOSIT: u128 = 1_000;
+const BOND: u128 = 100;
+/// The verifier's clock in these tests; receipts are issued just before it.
+const NOW: u64 = 1_795_000_000_000;
+
+fn network() -> NetworkId {
+    NetworkId(NET)
+}
+
+fn operator() -> SigningKey {
+    sk(20)
+}
+
+fn challenger() -> SigningKey {
+    sk(40)
+}
+
+/// True when Docker answers and has the images. Without Docker the test is skipped —
+/// except under CI=true, where a missing Docker is a failure, not a skip.
+async fn docker_available() -> bool {
+    let exec = DockerExecutor::new(DockerExecutor::default_host(), "vouch-verifier-test-probe");
+    match exec.health().await {
+        Ok(()) => {
+            for image in ["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"] {
+                if exec.resolve_image(image).await.is_err() {
+                    panic!("image {image} is missing: run images/build.sh first");
+                }
+            }
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but Docker is unavailable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (no Docker; CI=true makes this a failure): {e}");
+            false
+        }
+    }
+}
+
+/// A verifier with a Docker executor whose containers carry a label unique to the test.
+struct App {
+    router: Router,
+    ledger: Arc<SqliteLedger>,
+    docker: Arc<DockerExecutor>,
+    label: String,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    async fn new() -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Arc::new(
+            SqliteLedger::open(dir.path().join("ledger.sqlite"), config(), NET, admin())
+                .expect("open"),
+        );
+        let label = format!("vouch-verifier-test-{:016x}", rand_u64());
+        let docker = Arc::new(DockerExecutor::new(
+            DockerExecutor::default_host(),
+            label.clone(),
+        ));
+        let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
+            .with_executor(docker.clone());
+        let state = ApiState::new(Arc::new(verifier)).with_clock(|| NOW);
+        let app = App {
+            router: router(state),
+            ledger,
+            docker,
+            label,
+            _dir: dir,
+        };
+        app.setup().await;
+        app
+    }
+
+    /// Asset; Alice's stake delegated to the operator, fully allocated; the challenger's
+    /// deposit — all as signed requests over `POST /v1/requests`.
+    async fn setup(&self) {
+        let mut s = Signer::default();
+        let alice = sk(10);
+        let requests = vec![
+            s.req(
+                &admin(),
+                RequestBody::RegisterAsset {
+                    asset: "eth".into(),
+                    price_per_unit: 1,
+                },
+            ),
+            s.req(
+                &alice,
+                RequestBody::Deposit {
+                    asset: "eth".into(),
+                    amount: STAKE,
+                },
+            ),
+            s.register_operator(&operator(), &sk(21)),
+            s.req(
+                &operator(),
+                RequestBody::Allocate {
+                    magnitude_ppm: 1_000_000,
+                },
+            ),
+            s.req(
+                &alice,
+                RequestBody::Delegate {
+                    operator: Key::of(&operator()),
+                },
+            ),
+            s.req(
+                &challenger(),
+                RequestBody::Deposit {
+                    asset: "eth".into(),
+                    amount: CHALLENGER_DEPOSIT,
+                },
+            ),
+        ];
+        for r in &requests {
+            let (status, body) = post(&self.router, "/v1/requests", r).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", r.body.kind());
+        }
+    }
+
+    /// The test's containers still present (there must be none after a run).
+    fn leftover_containers(&self) -> Vec<String> {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=vouch.node={}", self.label),
+            ])
+            .output();
+        let Ok(out) = out else {
+            return vec![]; // no docker CLI: nothing could have been started
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for id in self.leftover_containers() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output();
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&Digest::of(format!("{:?}", Instant::now()).as_bytes()).0[..8]);
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}
+
+async fn post(app: &Router, uri: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
+    let bytes = serde_json::to_vec(body).expect("json");
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(bytes))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "POST {uri}: answer is not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, value)
+}
+
+fn spec(image: Digest, command: &[&str], input: &[u8], nonce: &str) -> JobSpec {
+    JobSpec {
+        image,
+        command: command.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        input_digest: Digest::of(input),
+        limits: Limits {
+            cpu_millis: 1000,
+            memory_bytes: 64 << 20,
+            output_bytes: 1 << 20,
+            pids: 64,
+            timeout_ms: 10_000,
+            tmpfs_bytes: 1 << 20,
+        },
+        determinism: Determinism::Deterministic,
+        value_at_risk: Amount(0),
+        replicas: 1,
+        nonce: nonce.into(),
+    }
+}
+
+/// A receipt for `spec` stating `output` and `exit_code`, signed by `key`.
+fn sign_receipt(
+    key: &SigningKey,
+    net: NetworkId,
+    spec: &JobSpec,
+    output: &[u8],
+    exit_code: i32,
+    issued_at_ms: u64,
+) -> SignedReceipt {
+    let receipt = Receipt {
+        network_id: net,
+        operator: OperatorKey(key.verifying_key().to_bytes()),
+        sequence: 1,
+        job_id: spec.job_id().expect("valid spec"),
+        image: spec.image,
+        input_digest: spec.input_digest,
+        output_digest: Digest::of(output),
+        output_len: output.len() as u64,
+        exit_code,
+        trace_root: Root32::default(),
+        trace_len: 0,
+        issued_at_ms,
+    };
+    let signature = key.sign(&receipt.signing_root()).to_bytes();
+    SignedReceipt { receipt, signature }
+}
+
+/// The body of `POST /v1/disputes/result`, signed by `who`.
+fn challenge(who: &SigningKey, receipt: &SignedReceipt, spec: &JobSpec, input: &[u8]) -> Value {
+    let bond = Bond {
+        asset: "eth".into(),
+        amount: BOND,
+    };
+    let id = result_dispute_id(
+        &network(),
+        &Key::of(who),
+        &receipt.receipt.signing_root(),
+        &bond,
+    )
+    .expect("id");
+    json!({
+        "challenger": Key::of(who),
+        "bond": bond,
+        "signature": Sig(who.sign(&id).to_bytes()),
+        "receipt": receipt.to_json(),
+        "spec": spec,
+        "input_base64": base64::engine::general_purpose::STANDARD.encode(input),
+    })
+}
+
+async fn resolve(app: &App, image: &str) -> Digest {
+    app.docker.resolve_image(image).await.expect("image")
+}
+
+fn slash_events(ledger: &SqliteLedger) -> usize {
+    ledger
+        .events_from(0, 1000)
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == "slash")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
+    if !docker_available().await {
+        return;
+    }
+    let started = Instant::now();
+    let app = App::new().await;
+    let input = b"one two three\n";
+    let spec = spec(resolve(&app, "vouch/wc:dev").await, &[], input, "wrong");
+    let lie = sign_receipt(&operator(), network(), &spec, b"42\n", 0, NOW - 10);
+    let op = Key::of(&operator());
+    let alice = Key::of(&sk(10));
+    let me = Key::of(&challenger());
+
+    let (status, v) = post(
+        &app.router,
+        "/v1/disputes/result",
+        &challenge(&challenger(), &lie, &spec, input),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "slashed", "{v}");
+    assert_eq!(v["kind"], "wrong_result");
+    assert_eq!(v["bond_forfeited"], false);
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0], runs[1], "wc is deterministic");
+    assert_eq!(runs[0]["status"], "exited");
+    assert_ne!(runs[0]["output_digest"], v["receipt"]["output_digest"]);
+    assert_eq!(v["event"]["kind"], "slash");
+
+    // Half of Alice's stake is cut; a tenth of that is the bounty; the operator is jailed.
+    let slashed = STAKE / 2;
+    let bounty = slashed / 10;
+    assert_eq!(
+        app.ledger.balance(&alice, "eth").expect("bal"),
+        STAKE - slashed
+    );
+    assert_eq!(
+        app.ledger.balance(&me, "eth").expect("bal"),
+        CHALLENGER_DEPOSIT + bounty
+    );
+    assert!(
+        app.ledger
+            .operator(&op)
+            .expect("op")
+            .expect("registered")
+            .jailed
+    );
+    assert!(app.ledger.is_jailed(&op, NOW).expect("jail"));
+
+    // The same receipt again (another challenger, too): one offence, one slash.
+    let before = app.ledger.snapshot().expect("snapshot");
+    let (status, again) = post(
+        &app.router,
+        "/v1/disputes/result",
+        &challenge(&challenger(), &lie, &spec, input),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "already_slashed", "{again}");
+    assert_eq!(again["offence"], v["offence"]);
+    assert_eq!(again["event"], v["event"], "the earlier slash event");
+    assert_eq!(app.ledger.snapshot().expect("snapshot"), before);
+    assert_eq!(slash_events(&app.ledger), 1);
+    assert!(
+        app.leftover_containers().is_empty(),
+        "containers left behind"
+    );
+    eprintln!("wrong receipt: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn honest_receipt_is_dismissed_and_the_bond_burned() {
+    if !docker_available().await {
+        return;
+    }
+    let started = Instant::now();
+    let app = App::new().await;
+    let input = b"the honest operator\ncounts words\n";
+    let spec = spec(resolve(&app, "vouch/wc:dev").await, &[], input, "honest");
+    // What an honest operator signs: the output of a real run.
+    let job_id = spec.job_id().expect("id");
+    let RunOutcome::Exited {
+        exit_code, stdout, ..
+    } = app
+        .docker
+        .run(job_id, &spec, input.to_vec().into())
+        .await
+        .expect("run")
+    else {
+        panic!("wc broke a limit");
+    };
+    let honest = sign_receipt(&operator(), network(), &spec, &stdout, exit_code, NOW - 10);
+    let op = Key::of(&operator());
+    let me = Key::of(&challenger());
+    let stake_before = app.ledger.slashable_stake(&op, NOW).expect("stake");
+    let total_before = app.ledger.snapshot().expect("snap").assets["eth"].total;
+
+    let body = challenge(&challenger(), &honest, &spec, input);
+    let (status, v) = post(&app.router, "/v1/disputes/result", &body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "dismissed", "{v}");
+    assert_eq!(v["bond_forfeited"], true);
+    assert_eq!(v["runs"][0], v["receipt"]);
+    assert_eq!(v["runs"][1], v["receipt"]);
+    assert_eq!(v["event"]["kind"], "forfeit_bond");
+    assert_eq!(
+        v["event"]["conservation"]["eth"],
+        json!({"before": "1000", "after": "900", "burned": "100", "rewarded": "0"})
+    );
+    assert_eq!(
+        app.ledger.balance(&me, "eth").expect("bal"),
+        CHALLENGER_DEPOSIT - BOND
+    );
+    let snap = app.ledger.snapshot().expect("snap");
+    assert_eq!(
+        snap.assets["eth"].total,
+        total_before - BOND,
+        "the bond is burned"
+    );
+    assert_eq!(
+        app.ledger.slashable_stake(&op, NOW).expect("stake"),
+        stake_before
+    );
+    assert!(!app.ledger.is_jailed(&op, NOW).expect("jail"));
+    assert_eq!(slash_events(&app.ledger), 0);
+
+    // Replaying the same signed challenge burns nothing more.
+    let (status, again) = post(&app.router, "/v1/disputes/result", &body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["outcome"], "dismissed");
+    assert_eq!(again["event"], v["event"]);
+    assert_eq!(app.ledger.snapshot().expect("snap"), snap);
+    assert!(
+        app.leftover_containers().is_empty(),
+        "containers left behind"
+    );
+    eprintln!("honest receipt: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nondeterministic_or_limit_breaking_runs_are_void() {
+    if !docker_available().await {
+        return;
+    }
+    let started = Instant::now();
+    let app = App::new().await;
+    let before = app.ledger.snapshot().expect("snapshot");
+    // vouch/random writes different bytes every run, whatever the spec claims.
+    let input = b"";
+    let random = spec(
+        resolve(&app, "vouch/random:dev").await,
+        &[],
+        input,
+        "random",
+    );
+    let receipt = sign_receipt(&operator(), network(), &random, b"x", 0, NOW - 10);
+    let (status, v) = post(
+        &app.router,
+        "/v1/disputes/result",
+        &challenge(&challenger(), &receipt, &random, input),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "void", "{v}");
+    assert_ne!(v["runs"][0], v["runs"][1]);
+    assert!(v["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("not deterministic"));
+    assert!(v["event"].is_null());
+    assert_eq!(v["bond_forfeited"], false);
+
+    // A run over its timeout gives no result to compare.
+    let mut sleepy = spec(
+        resolve(&app, "vouch/sleep:dev").await,
+        &["5000"],
+        input,
+        "sleep",
+    );
+    sleepy.limits.timeout_ms = 300;
+    let receipt = sign_receipt(&operator(), network(), &sleepy, b"", 0, NOW - 10);
+    let (status, v) = post(
+        &app.router,
+        "/v1/disputes/result",
+        &challenge(&challenger(), &receipt, &sleepy, input),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "void", "{v}");
+    assert_eq!(v["runs"][0]["status"], "limit_exceeded");
+    assert_eq!(v["runs"][0]["limit"], "timeout");
+    assert!(v["reason"].as_str().expect("reason").contains("limit"));
+
+    assert_eq!(
+        app.ledger.snapshot().expect("snapshot"),
+        before,
+        "void changes nothing"
+    );
+    assert!(
+        app.leftover_containers().is_empty(),
+        "containers left behind"
+    );
+    eprintln!("void: {:?}", started.elapsed());
+}
+
+/// Challenges refused before anything runs: 4xx with a code, and the ledger unchanged.
+/// Needs no Docker (the image is a made-up id that is never run).
+#[tokio::test]
+async fn bad_challenges_are_refused_and_change_nothing() {
+    let app = App::new().await;
+    let input = b"input bytes\n";
+    let good = spec(Digest::of(b"image"), &[], input, "bad");
+    let other_spec = spec(Digest::of(b"image"), &[], input, "another nonce");
+    let receipt = sign_receipt(&operator(), network(), &good, b"out", 0, NOW - 10);
+    let c = challenger();
+    type Case = (&'static str, Value, StatusCode, &'static str);
+    let mut cases: Vec<Case> = vec![
+        (
+            "spec of another job",
+            challenge(&c, &receipt, &other_spec, input),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "receipt_mismatch",
+        ),
+        (
+            "input whose digest is not the spec's",
+            challenge(&c, &receipt, &good, b"other input\n"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "receipt_mismatch",
+        ),
+        (
+            "unknown operator",
+            challenge(
+                &c,
+                &sign_receipt(&sk(50), network(), &good, b"out", 0, NOW - 10),
+                &good,
+                input,
+            ),
+            StatusCode::NOT_FOUND,
+            "unknown_operator",
+        ),
+        (
+            "receipt of another network",
+            challenge(
+                &c,
+                &sign_receipt(
+                    &operator(),
+                    NetworkId::from_name("elsewhere"),
+                    &good,
+                    b"out",
+                    0,
+                    NOW - 10,
+                ),
+                &good,
+                input,
+            ),
+            StatusCode::BAD_REQUEST,
+            "wrong_network",
+        ),
+        (
+            "receipt older than the challenge window",
+            challenge(
+                &c,
+                &sign_receipt(
+                    &operator(),
+                    network(),
+                    &good,
+                    b"out",
+                    0,
+                    NOW - WINDOW_MS - 1,
+                ),
+                &good,
+                input,
+            ),
+            StatusCode::CONFLICT,
+            "receipt_final",
+        ),
+        (
+            "nondeterministic spec",
+            {
+                let mut nd = good.clone();
+                nd.determinism = Determinism::Nondeterministic;
+                let r = sign_receipt(&operator(), network(), &nd, b"out", 0, NOW - 10);
+                challenge(&c, &r, &nd, input)
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_disputable",
+        ),
+        (
+            "bond above the challenger's balance",
+            {
+                let mut v = challenge(&c, &receipt, &good, input);
+                let bond = Bond {
+                    asset: "eth".into(),
+                    amount: CHALLENGER_DEPOSIT + 1,
+                };
+                let id = result_dispute_id(
+                    &network(),
+                    &Key::of(&c),
+                    &receipt.receipt.signing_root(),
+                    &bond,
+                )
+                .expect("id");
+                v["bond"] = json!(bond);
+                v["signature"] = json!(Sig(c.sign(&id).to_bytes()));
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient_balance",
+        ),
+        (
+            "someone else's bond (signature by another key)",
+            {
+                let mut v = challenge(&sk(10), &receipt, &good, input);
+                v["challenger"] = json!(Key::of(&c));
+                v
+            },
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "receipt whose JSON view was edited",
+            {
+                let mut v = challenge(&c, &receipt, &good, input);
+                v["receipt"]["exit_code"] = json!(1);
+                v
+            },
+            StatusCode::BAD_REQUEST,
+            "invalid_receipt",
+        ),
+    ];
+    let mut tampered = challenge(&c, &receipt, &good, input);
+    tampered["input_base64"] = json!("not base64!");
+    cases.push((
+        "input that is not base64",
+        tampered,
+        StatusCode::BAD_REQUEST,
+        "invalid_value",
+    ));
+    for (name, body, status, code) in cases {
+        let before = app.ledger.snapshot().expect("snapshot");
+        let (got, v) = post(&app.router, "/v1/disputes/result", &body).await;
+        assert_eq!(got, status, "{name}: {v}");
+        assert_eq!(v["error"]["code"], code, "{name}: {v}");
+        assert_eq!(
+            app.ledger.snapshot().expect("snapshot"),
+            before,
+            "{name}: state changed"
+        );
+    }
+}
