@@ -197,14 +197,38 @@ up() {
   note "outcome: $(echo "$rep" | json 'd["outcome"]'); disagreeing: $(echo "$rep" | json '[o[:16] for o in d["disagreeing"]]')"
   note "the dishonest operator 3 (${op3:0:16}…) is caught by its own signed, revealed receipt"
 
-  say "6. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
+  say "6. A challenger disputes operator 3's receipt; the verifier re-runs the job twice and rules"
+  python3 - "$state/last-replication.json" "$op3" "$url/v1/jobs/$rid" >"$state/dispute-job.json" <<'PY'
+import json, sys, urllib.request
+rep = json.load(open(sys.argv[1]))
+job = json.load(urllib.request.urlopen(sys.argv[3]))
+bad = next(o for o in rep["operators"] if o["operator"] == sys.argv[2])
+print(json.dumps({"spec": job["spec"], "receipt": bad["receipt"]}))
+PY
+  stake() { curl -fsS "$vurl/v1/operators/$1" | json '"stake %s, jailed %s" % (d["slashable_stake"].get("eth", "0"), d["jailed"])'; }
+  note "before: operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
+  "$bin/vouch-verifier" dispute result --url "$vurl" --challenger-key "$state/restaker1/verifier.pem" \
+    --job "$state/dispute-job.json" --node "$url" --bond-asset eth --bond-amount 10 >"$state/last-verdict.json"
+  note "verdict: $(json 'd["outcome"]' <"$state/last-verdict.json") — $(json 'd["reason"]' <"$state/last-verdict.json")"
+  note "receipt claimed output $(json 'd["receipt"]["output_digest"][:24]' <"$state/last-verdict.json")…, both re-runs gave $(json 'd["runs"][0]["output_digest"][:24]' <"$state/last-verdict.json")…"
+  note "after:  operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
+  note "(half of operator 3's stake is slashed: 10% of it is the bounty, paid to the challenger, restaker 1, whose"
+  note " deposit is delegated to operator 1; the rest is burned; operator 3 is jailed)"
+  note "the slash is gossiped as a signed verdict; the nodes drop operator 3 from their registry:"
+  for _ in $(seq 1 50); do
+    n=$(curl -fsS "$url/v1/peers" | json 'len(d["registry"]["operators"])')
+    [ "$n" = 2 ] && break; sleep 0.2
+  done
+  note "node 1 now accepts gossip from $n operators"
+
+  say "7. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
   hid=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
     -d '{"image":"vouch/hostile-memhog:dev","limits":{"memory_bytes":67108864},"nonce":"'"demo-$(date +%s%N)"'"}' | json 'd["job_id"]')
   hjob=$(curl -fsS "$url/v1/jobs/$hid?wait_ms=30000")
   note "status: $(echo "$hjob" | json 'd["status"]') — $(echo "$hjob" | json 'd.get("reason")')"
   note "health after: $(curl -fsS "$url/healthz")"
 
-  say "7. Bad input gets a clear error"
+  say "8. Bad input gets a clear error"
   note "$(curl -sS -X POST "$url/v1/jobs" -H 'content-type: application/json' -d '{"image":"vouch/not-here:dev"}')"
 
   say "The network is running"
