@@ -98,8 +98,9 @@ pub struct NetConfig {
     pub colocation_whitelist: HashSet<IpAddr>,
     /// Connections with no active stream are closed after this long.
     pub idle_connection_timeout: Duration,
-    /// How often every connected peer is asked for receipts this node has not seen (and on
-    /// every new connection). Catches up after a partition or a restart.
+    /// How often one connected peer (each in turn) is asked for receipts this node has not
+    /// seen; every new connection is asked at once. Catches up after a partition or a
+    /// restart.
     pub sync_interval: Duration,
     /// How many receipts the node keeps to serve to peers catching up.
     pub receipt_log_capacity: usize,

@@ -249,6 +249,7 @@ impl Network {
             sync_cursors: HashMap::new(),
             sync_inflight: HashMap::new(),
             sync_refused: HashSet::new(),
+            sync_turn: 0,
             config: config.clone(),
         };
         event_loop.start().await?;
@@ -318,6 +319,8 @@ struct EventLoop {
     sync_inflight: HashMap<OutboundRequestId, PeerId>,
     /// Peers that served an invalid receipt through sync: never asked again.
     sync_refused: HashSet<PeerId>,
+    /// Which connected peer the next periodic sync asks.
+    sync_turn: usize,
     config: NetConfig,
 }
 
@@ -426,8 +429,14 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.handle_event(event),
                 _ = sync_tick.tick() => {
                     self.redial_bootstrap();
-                    let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-                    for peer in peers {
+                    // One peer per tick, in turn: every new connection is synced at once
+                    // anyway, so this only backs that up, without fetching every receipt
+                    // from every peer.
+                    let mut peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    if !peers.is_empty() {
+                        peers.sort();
+                        let peer = peers[self.sync_turn % peers.len()];
+                        self.sync_turn = self.sync_turn.wrapping_add(1);
                         self.sync_with(peer);
                     }
                 }
