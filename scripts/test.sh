@@ -16,6 +16,8 @@ fi
 
 step "building workload images (images/build.sh)"
 bash images/build.sh
+step "building the node and verifier images (docker/build.sh)"
+bash docker/build.sh </dev/null
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,5 +32,5 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r proto/tools/requirements.txt -r tests/openai/requirements.txt
 .venv/bin/python proto/tools/vouch_verify.py vectors proto/testdata/vectors.json
 
-step "Python tests: the verifier, and the official openai SDK against real vouch-node processes"
-VOUCH_NODE_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai
+step "Python tests: the verifier, the official openai SDK against real vouch-node processes, 3 nodes + a verifier in containers with a partition"
+VOUCH_NODE_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai tests/multihost

@@ -203,7 +203,13 @@ impl Behaviour {
             limits,
             gossipsub,
             identify,
-            ping: ping::Behaviour::new(ping::Config::new()),
+            // Ping failures close the connection (see the network task), so a peer that
+            // vanished behind a partition is noticed within ~10 s and redialled.
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(5)),
+            ),
             mdns: Toggle::from(mdns),
             kademlia,
             blobs,

@@ -219,6 +219,11 @@ impl Network {
                 reason: e.to_string(),
             })?
             .with_quic()
+            .with_dns()
+            .map_err(|e| NetError::Setup {
+                what: "DNS resolver",
+                reason: e.to_string(),
+            })?
             .with_behaviour(move |_| behaviour)
             .map_err(|e| NetError::Setup {
                 what: "behaviour",
@@ -597,6 +602,16 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(event)) => self.on_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            // libp2p no longer closes a connection whose pings fail; a dead connection
+            // (a partition, a peer that moved) would otherwise look alive for ever.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) => {
+                tracing::info!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kademlia(
                 kad::Event::OutboundQueryProgressed {
                     result: kad::QueryResult::Bootstrap(Err(e)),
@@ -618,7 +633,11 @@ impl EventLoop {
                 tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                if peer_id.is_some_and(|p| self.is_bootstrap(&p)) {
+                    tracing::warn!(peer = ?peer_id, error = %error, "cannot reach bootstrap peer (retrying)");
+                } else {
+                    tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                }
             }
             _ => {}
         }
@@ -694,6 +713,13 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    fn is_bootstrap(&self, peer: &PeerId) -> bool {
+        self.config
+            .bootstrap
+            .iter()
+            .any(|a| matches!(a.iter().last(), Some(Protocol::P2p(p)) if p == *peer))
     }
 
     fn deliver(&mut self, delivered: Delivered) {
