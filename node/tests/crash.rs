@@ -181,7 +181,10 @@ async fn kill_9_mid_job_then_restart() {
     // `running` is recorded just before the container is created: crash only once one
     // exists, so the crash really is mid-run (on a loaded machine creation takes a while).
     while containers_with_label(&label).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no container ever started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no container ever started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
