@@ -59,6 +59,30 @@ impl BlobStore for MemoryBlobStore {
     }
 }
 
+/// Whether `bytes` are what `digest` names: their SHA-256, or — for a workload's trace —
+/// the Merkle root (SPEC §7.3) of the leaves they pack as `u16 length ‖ leaf`, repeated.
+pub fn blob_matches(bytes: &[u8], digest: &[u8; 32]) -> bool {
+    if vouch_proto::Digest::of(bytes).0 == *digest {
+        return true;
+    }
+    let mut leaves: Vec<&[u8]> = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.len() < 2 {
+            return false;
+        }
+        let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        if rest.len() < 2 + n || n > vouch_proto::MAX_LEAF_BYTES {
+            return false;
+        }
+        leaves.push(&rest[2..2 + n]);
+        rest = &rest[2 + n..];
+    }
+    !leaves.is_empty()
+        && leaves.len() as u64 <= vouch_proto::MAX_TRACE_LEAVES
+        && vouch_proto::merkle_root(&leaves).0 == *digest
+}
+
 const NOT_FOUND: u8 = 0;
 const FOUND: u8 = 1;
 
@@ -194,6 +218,28 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_trace_matches_its_merkle_root_and_nothing_else() {
+        let leaves: Vec<&[u8]> = vec![b"tok-1", b"tok-2", b"tok-3"];
+        let root = vouch_proto::merkle_root(&leaves).0;
+        let mut packed = Vec::new();
+        for l in &leaves {
+            packed.extend_from_slice(&(l.len() as u16).to_be_bytes());
+            packed.extend_from_slice(l);
+        }
+        assert!(blob_matches(&packed, &root));
+        assert!(blob_matches(b"abc", &vouch_proto::Digest::of(b"abc").0));
+        let mut tampered = packed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(!blob_matches(&tampered, &root));
+        assert!(
+            !blob_matches(&packed[..packed.len() - 1], &root),
+            "truncated"
+        );
+        assert!(!blob_matches(b"", &root));
     }
 
     #[test]

@@ -71,7 +71,7 @@ mod sync;
 mod validate;
 
 pub use behaviour::GRAYLIST_THRESHOLD;
-pub use blob::{BlobStore, MemoryBlobStore, NoBlobs};
+pub use blob::{blob_matches, BlobStore, MemoryBlobStore, NoBlobs};
 pub use config::{NetConfig, TopicKind, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::NetError;
 pub use identity::load_or_create_identity;

@@ -908,7 +908,7 @@ impl EventLoop {
             } => {
                 if let Some((_, digest, reply)) = self.pending_fetches.remove(&request_id) {
                     let result = match response {
-                        Some(bytes) if content_id(&bytes) != digest => {
+                        Some(bytes) if !crate::blob::blob_matches(&bytes, &digest) => {
                             Err(NetError::DigestMismatch { peer })
                         }
                         other => Ok(other),

@@ -45,7 +45,7 @@ const MIGRATION_3: &str = "BEGIN EXCLUSIVE;
      CREATE TABLE IF NOT EXISTS blobs (
          digest BLOB PRIMARY KEY CHECK (length(digest) = 32),
          job_id BLOB NOT NULL,
-         kind   TEXT NOT NULL CHECK (kind IN ('spec', 'input', 'output'))
+         kind   TEXT NOT NULL CHECK (kind IN ('spec', 'input', 'output', 'trace'))
      );
      CREATE TABLE IF NOT EXISTS gossip_receipts (
          encoded        BLOB PRIMARY KEY,
@@ -266,6 +266,12 @@ impl JobStore {
                     r.get(0)
                 })
                 .optional()?,
+            "trace" => conn
+                .query_row("SELECT trace FROM jobs WHERE job_id = ?1", [&job_id], |r| {
+                    r.get::<_, Option<Vec<u8>>>(0)
+                })
+                .optional()?
+                .flatten(),
             _ => conn
                 .query_row(
                     "SELECT output FROM jobs WHERE job_id = ?1",
@@ -276,7 +282,7 @@ impl JobStore {
                 .flatten(),
         };
         // Served bytes are checked by the fetcher; never serve what does not match.
-        Ok(bytes.filter(|b| vouch_proto::Digest::of(b).0 == *digest))
+        Ok(bytes.filter(|b| vouch_net::blob_matches(b, digest)))
     }
 
     /// Records a receipt seen on the network; false when it was already known.
@@ -565,6 +571,12 @@ impl JobStore {
                 params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
             )?;
             index_blob(&tx, job_id, "output", output)?;
+            if !trace.is_empty() {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, 'trace')",
+                    params![vouch_proto::merkle_root(trace).0.to_vec(), job_id.0.to_vec()],
+                )?;
+            }
             tx.commit()
         });
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -577,17 +589,7 @@ impl JobStore {
         let Some(packed) = self.blob("trace", job_id)? else {
             return Ok(None);
         };
-        let mut leaves = vec![];
-        let mut rest = packed.as_slice();
-        while rest.len() >= 2 {
-            let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-            if rest.len() < 2 + n {
-                break;
-            }
-            leaves.push(rest[2..2 + n].to_vec());
-            rest = &rest[2 + n..];
-        }
-        Ok(Some(leaves))
+        Ok(Some(unpack_trace(&packed)))
     }
 
     /// Records a failure and its reason.
@@ -711,12 +713,14 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 
 /// Indexes the spec, input and output of every job stored before schema 3.
 fn backfill_blobs(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("SELECT job_id, spec, input, output FROM jobs")?;
-    type Row = (Vec<u8>, String, Vec<u8>, Option<Vec<u8>>);
+    let mut stmt = conn.prepare("SELECT job_id, spec, input, output, trace FROM jobs")?;
+    type Row = (Vec<u8>, String, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
     let rows: Vec<Row> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    for (job_id, spec, input, output) in rows {
+    for (job_id, spec, input, output, trace) in rows {
         let id = match <[u8; 32]>::try_from(job_id.as_slice()) {
             Ok(id) => JobId(id),
             Err(_) => continue,
@@ -727,8 +731,30 @@ fn backfill_blobs(conn: &Connection) -> rusqlite::Result<()> {
         if let Some(out) = output {
             index_blob(conn, &id, "output", &out)?;
         }
+        let leaves = trace.map(|t| unpack_trace(&t)).unwrap_or_default();
+        if !leaves.is_empty() {
+            conn.execute(
+                "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, 'trace')",
+                params![vouch_proto::merkle_root(&leaves).0.to_vec(), id.0.to_vec()],
+            )?;
+        }
     }
     Ok(())
+}
+
+/// Leaves from their packed form (`u16 length ‖ leaf`, repeated).
+fn unpack_trace(packed: &[u8]) -> Vec<Vec<u8>> {
+    let mut leaves = vec![];
+    let mut rest = packed;
+    while rest.len() >= 2 {
+        let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        if rest.len() < 2 + n {
+            break;
+        }
+        leaves.push(rest[2..2 + n].to_vec());
+        rest = &rest[2 + n..];
+    }
+    leaves
 }
 
 fn index_blob(conn: &Connection, job_id: &JobId, kind: &str, bytes: &[u8]) -> rusqlite::Result<()> {
@@ -791,5 +817,55 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+        // The migration indexed the old job's spec and input for fetching by digest.
+        let spec_digest = vouch_proto::Digest::of(&job.spec.canonical_bytes().unwrap()).0;
+        let spec = store.blob_by_digest(&spec_digest).unwrap().unwrap();
+        assert_eq!(JobSpec::from_json(&spec).unwrap(), job.spec);
+        let input = store.blob_by_digest(&job.spec.input_digest.0).unwrap();
+        assert_eq!(input.as_deref(), Some(&b"hello world\n"[..]));
+    }
+
+    /// A finished job's output and trace are served by digest: the output by its SHA-256,
+    /// the trace by its Merkle root (the packed leaves), and nothing by a wrong digest.
+    #[test]
+    fn output_and_trace_are_served_by_digest() {
+        use ed25519_dalek::Signer as _;
+        let store = JobStore::in_memory().unwrap();
+        let spec = JobSpec::from_json(
+            br#"{"image":"sha256:0000000000000000000000000000000000000000000000000000000000000001","command":[],"env":[],"input_digest":"sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9","limits":{"cpu_millis":1000,"memory_bytes":1048576,"output_bytes":1024,"pids":8,"timeout_ms":1000,"tmpfs_bytes":4096},"determinism":"deterministic","value_at_risk":"0","replicas":1,"nonce":""}"#,
+        )
+        .unwrap();
+        let id = spec.job_id().unwrap();
+        store.insert(&id, &spec, b"hello world").unwrap();
+        let trace = vec![b"t1".to_vec(), b"t2".to_vec(), b"t3".to_vec()];
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let receipt = vouch_proto::Receipt {
+            network_id: vouch_proto::NetworkId([1; 32]),
+            operator: vouch_proto::OperatorKey(key.verifying_key().to_bytes()),
+            sequence: 1,
+            job_id: id,
+            image: spec.image,
+            input_digest: spec.input_digest,
+            output_digest: vouch_proto::Digest::of(b"out"),
+            output_len: 3,
+            exit_code: 0,
+            trace_root: vouch_proto::merkle_root(&trace),
+            trace_len: 3,
+            issued_at_ms: 1,
+        };
+        let signature = key.sign(&receipt.signing_root()).to_bytes();
+        let signed = SignedReceipt { receipt, signature };
+        store
+            .mark_succeeded(&id, 0, b"out", b"", &trace, &signed)
+            .unwrap();
+        let out = store
+            .blob_by_digest(&vouch_proto::Digest::of(b"out").0)
+            .unwrap();
+        assert_eq!(out.as_deref(), Some(&b"out"[..]));
+        let root = vouch_proto::merkle_root(&trace).0;
+        let packed = store.blob_by_digest(&root).unwrap().unwrap();
+        assert!(vouch_net::blob_matches(&packed, &root));
+        assert_eq!(unpack_trace(&packed), trace);
+        assert_eq!(store.blob_by_digest(&[7; 32]).unwrap(), None);
     }
 }
