@@ -571,12 +571,7 @@ impl JobStore {
                 params![job_id.0.to_vec(), exit_code, output, stderr, receipt.encode().to_vec(), packed, now_ms() as i64],
             )?;
             index_blob(&tx, job_id, "output", output)?;
-            if !trace.is_empty() {
-                tx.execute(
-                    "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, 'trace')",
-                    params![vouch_proto::merkle_root(trace).0.to_vec(), job_id.0.to_vec()],
-                )?;
-            }
+            index_trace(&tx, job_id, trace)?;
             tx.commit()
         });
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -731,13 +726,11 @@ fn backfill_blobs(conn: &Connection) -> rusqlite::Result<()> {
         if let Some(out) = output {
             index_blob(conn, &id, "output", &out)?;
         }
-        let leaves = trace.map(|t| unpack_trace(&t)).unwrap_or_default();
-        if !leaves.is_empty() {
-            conn.execute(
-                "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, 'trace')",
-                params![vouch_proto::merkle_root(&leaves).0.to_vec(), id.0.to_vec()],
-            )?;
-        }
+        index_trace(
+            conn,
+            &id,
+            &trace.map(|t| unpack_trace(&t)).unwrap_or_default(),
+        )?;
     }
     Ok(())
 }
@@ -758,13 +751,26 @@ fn unpack_trace(packed: &[u8]) -> Vec<Vec<u8>> {
 }
 
 fn index_blob(conn: &Connection, job_id: &JobId, kind: &str, bytes: &[u8]) -> rusqlite::Result<()> {
+    index_digest(conn, job_id, kind, &vouch_proto::Digest::of(bytes).0)
+}
+
+/// A trace is served under its Merkle root (the receipt's `trace_root`), not a SHA-256.
+fn index_trace(conn: &Connection, job_id: &JobId, leaves: &[Vec<u8>]) -> rusqlite::Result<()> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    index_digest(conn, job_id, "trace", &vouch_proto::merkle_root(leaves).0)
+}
+
+fn index_digest(
+    conn: &Connection,
+    job_id: &JobId,
+    kind: &str,
+    digest: &[u8; 32],
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR IGNORE INTO blobs(digest, job_id, kind) VALUES (?1, ?2, ?3)",
-        params![
-            vouch_proto::Digest::of(bytes).0.to_vec(),
-            job_id.0.to_vec(),
-            kind
-        ],
+        params![digest.to_vec(), job_id.0.to_vec(), kind],
     )?;
     Ok(())
 }

@@ -72,36 +72,7 @@ async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
 /// as signed requests over `POST /v1/requests`. Returns the signer (for later nonces).
 async fn setup(app: &Router) -> Signer {
     let mut s = Signer::default();
-    let alice = sk(10);
-    let requests = vec![
-        s.req(
-            &admin(),
-            RequestBody::RegisterAsset {
-                asset: "eth".into(),
-                price_per_unit: 1,
-            },
-        ),
-        s.req(
-            &alice,
-            RequestBody::Deposit {
-                asset: "eth".into(),
-                amount: STAKE,
-            },
-        ),
-        s.register_operator(&operator(), &sk(21)),
-        s.req(
-            &operator(),
-            RequestBody::Allocate {
-                magnitude_ppm: 1_000_000,
-            },
-        ),
-        s.req(
-            &alice,
-            RequestBody::Delegate {
-                operator: Key::of(&operator()),
-            },
-        ),
-    ];
+    let requests = staked_operator(&mut s, &operator(), STAKE);
     for r in &requests {
         let (status, body) = post(app, "/v1/requests", r).await;
         assert_eq!(status, StatusCode::OK, "{}: {body}", r.body.kind());

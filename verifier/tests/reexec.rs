@@ -111,43 +111,14 @@ impl App {
     /// deposit — all as signed requests over `POST /v1/requests`.
     async fn setup(&self) {
         let mut s = Signer::default();
-        let alice = sk(10);
-        let requests = vec![
-            s.req(
-                &admin(),
-                RequestBody::RegisterAsset {
-                    asset: "eth".into(),
-                    price_per_unit: 1,
-                },
-            ),
-            s.req(
-                &alice,
-                RequestBody::Deposit {
-                    asset: "eth".into(),
-                    amount: STAKE,
-                },
-            ),
-            s.register_operator(&operator(), &sk(21)),
-            s.req(
-                &operator(),
-                RequestBody::Allocate {
-                    magnitude_ppm: 1_000_000,
-                },
-            ),
-            s.req(
-                &alice,
-                RequestBody::Delegate {
-                    operator: Key::of(&operator()),
-                },
-            ),
-            s.req(
-                &challenger(),
-                RequestBody::Deposit {
-                    asset: "eth".into(),
-                    amount: CHALLENGER_DEPOSIT,
-                },
-            ),
-        ];
+        let mut requests = staked_operator(&mut s, &operator(), STAKE);
+        requests.push(s.req(
+            &challenger(),
+            RequestBody::Deposit {
+                asset: "eth".into(),
+                amount: CHALLENGER_DEPOSIT,
+            },
+        ));
         for r in &requests {
             let (status, body) = post(&self.router, "/v1/requests", r).await;
             assert_eq!(status, StatusCode::OK, "{}: {body}", r.body.kind());

@@ -67,3 +67,39 @@ pub fn must_fail(ledger: &dyn CollateralLedger, req: &SignedRequest, now: u64) -
     );
     err
 }
+
+/// The standard staked operator: the admin registers `eth` at price 1, Alice (`sk(10)`)
+/// deposits `stake` and delegates it to `operator` (peer key `sk(21)`), which allocates all
+/// of it.
+pub fn staked_operator(s: &mut Signer, operator: &SigningKey, stake: u128) -> Vec<SignedRequest> {
+    let alice = sk(10);
+    vec![
+        s.req(
+            &admin(),
+            RequestBody::RegisterAsset {
+                asset: "eth".into(),
+                price_per_unit: 1,
+            },
+        ),
+        s.req(
+            &alice,
+            RequestBody::Deposit {
+                asset: "eth".into(),
+                amount: stake,
+            },
+        ),
+        s.register_operator(operator, &sk(21)),
+        s.req(
+            operator,
+            RequestBody::Allocate {
+                magnitude_ppm: 1_000_000,
+            },
+        ),
+        s.req(
+            &alice,
+            RequestBody::Delegate {
+                operator: Key::of(operator),
+            },
+        ),
+    ]
+}
