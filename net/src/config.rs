@@ -15,8 +15,7 @@ use crate::NetError;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Default cap on a blob served or fetched by digest: 16 MiB.
 pub const DEFAULT_MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
-/// Room for the gossipsub envelope (author key, signature, sequence number, topic,
-/// protobuf framing) on top of the payload cap. The payload itself is checked by the
+/// Room for the gossipsub envelope (topic, protobuf framing) on top of the payload cap. The payload itself is checked by the
 /// validator so an oversized payload is *rejected* (and penalised), not silently lost.
 pub(crate) const ENVELOPE_OVERHEAD: usize = 4 * 1024;
 
@@ -44,9 +43,10 @@ impl TopicKind {
         }
     }
 
-    /// The topic name: `vouch/<network id hex>/<kind>/1`.
+    /// The topic name: `vouch/<network id hex>/<kind>/2`. Version 2: messages carry no
+    /// libp2p author signature (version 1 did); the two cannot share a mesh.
     pub fn topic_name(self, network_id: &NetworkId) -> String {
-        format!("vouch/{}/{}/1", network_id.to_hex(), self.label())
+        format!("vouch/{}/{}/2", network_id.to_hex(), self.label())
     }
 
     pub(crate) fn topic(self, network_id: &NetworkId) -> IdentTopic {
@@ -172,11 +172,11 @@ mod tests {
     fn topic_names_carry_the_network_id() {
         let id = NetworkId::from_name("devnet");
         let name = TopicKind::Receipts.topic_name(&id);
-        assert_eq!(name, format!("vouch/{}/receipts/1", id.to_hex()));
+        assert_eq!(name, format!("vouch/{}/receipts/2", id.to_hex()));
         let other = NetworkId::from_name("testnet");
         assert_ne!(name, TopicKind::Receipts.topic_name(&other));
-        assert!(TopicKind::Verdicts.topic_name(&id).ends_with("/verdicts/1"));
-        assert!(TopicKind::Jobs.topic_name(&id).ends_with("/jobs/1"));
+        assert!(TopicKind::Verdicts.topic_name(&id).ends_with("/verdicts/2"));
+        assert!(TopicKind::Jobs.topic_name(&id).ends_with("/jobs/2"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Vouch gossip over libp2p.
 //!
 //! Operator nodes and verifiers exchange signed receipts (and, later, jobs and verdicts)
-//! on gossipsub topics versioned by network id — `vouch/<network id hex>/receipts/1`,
-//! `.../jobs/1`, `.../verdicts/1` — and fetch blobs (job specs, inputs, outputs, traces)
+//! on gossipsub topics versioned by network id — `vouch/<network id hex>/receipts/2`,
+//! `.../jobs/2`, `.../verdicts/2` — and fetch blobs (job specs, inputs, outputs, traces)
 //! from each other by SHA-256 digest.
 //!
 //! # Layout
@@ -54,7 +54,7 @@
 //!
 //! net.publish_receipt(&receipt).await?;
 //! while let Some(msg) = delivered.recv().await {
-//!     println!("{} from {}: {:?}", msg.topic_kind, msg.source, msg.receipt);
+//!     println!("{} from {}: {:?}", msg.topic_kind, msg.via, msg.receipt);
 //! }
 //! net.shutdown().await?;
 //! # Ok(()) }

@@ -11,7 +11,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -34,9 +34,8 @@ const MAX_PENDING_FETCHES: usize = 256;
 pub struct Delivered {
     /// The topic it arrived on.
     pub topic_kind: TopicKind,
-    /// The peer that authored it (the libp2p signature on the message proves this).
-    pub source: PeerId,
-    /// The peer that forwarded it to us.
+    /// The peer that forwarded it to us. Messages carry no libp2p author (the payload's
+    /// own signature says who made it), so this need not be its publisher.
     pub via: PeerId,
     /// The payload.
     pub data: Vec<u8>,
@@ -255,6 +254,7 @@ impl Network {
             sync_inflight: HashMap::new(),
             sync_refused: HashSet::new(),
             sync_turn: 0,
+            remote_connections: HashSet::new(),
             config: config.clone(),
         };
         event_loop.start().await?;
@@ -306,6 +306,23 @@ impl SeenSet {
     }
 }
 
+/// Whether `addr` names this host only: a loopback or unspecified IP address.
+fn is_local(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// The listen addresses a peer announced (identify) that are worth keeping for Kademlia:
+/// all of them for a peer on this host, but for a peer reached over the network
+/// (`remote`) not its loopback or unspecified ones, which would name *our* host (a node in
+/// a container announces `127.0.0.1`, and another container dialling that reaches itself).
+fn routable_addrs(addrs: Vec<Multiaddr>, remote: bool) -> impl Iterator<Item = Multiaddr> {
+    addrs.into_iter().filter(move |a| !remote || !is_local(a))
+}
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -326,6 +343,8 @@ struct EventLoop {
     sync_refused: HashSet<PeerId>,
     /// Which connected peer the next periodic sync asks.
     sync_turn: usize,
+    /// Open connections whose remote address is off this host (not loopback).
+    remote_connections: HashSet<ConnectionId>,
     config: NetConfig,
 }
 
@@ -573,11 +592,12 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
-                ..
+                connection_id,
             })) => {
                 let kad_protocols = self.swarm.behaviour().kademlia.protocol_names().to_vec();
                 if info.protocols.iter().any(|p| kad_protocols.contains(p)) {
-                    for addr in info.listen_addrs {
+                    let remote = self.remote_connections.contains(&connection_id);
+                    for addr in routable_addrs(info.listen_addrs, remote) {
                         self.swarm
                             .behaviour_mut()
                             .kademlia
@@ -624,12 +644,24 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
+                if !is_local(endpoint.get_remote_address()) {
+                    self.remote_connections.insert(connection_id);
+                }
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.sync_with(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                connection_id,
+                ..
+            } => {
+                self.remote_connections.remove(&connection_id);
                 tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -679,8 +711,6 @@ impl EventLoop {
                 }
                 self.deliver(Delivered {
                     topic_kind: kind,
-                    // Strict validation guarantees a signed author; fall back defensively.
-                    source: message.source.unwrap_or(via),
                     via,
                     data: message.data,
                     receipt,
@@ -849,7 +879,6 @@ impl EventLoop {
                 self.log.push(data);
                 self.deliver(Delivered {
                     topic_kind: TopicKind::Receipts,
-                    source: peer,
                     via: peer,
                     data: data.to_vec(),
                     receipt,
@@ -952,5 +981,27 @@ mod tests {
         assert!(!s.contains(&[1; 32]));
         assert!(s.contains(&[2; 32]) && s.contains(&[3; 32]));
         assert_eq!(s.order.len(), 2);
+    }
+
+    #[test]
+    fn a_remote_peer_s_loopback_addresses_are_not_kept() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/7101",
+            "/ip4/172.18.0.3/tcp/7101",
+            "/ip4/0.0.0.0/tcp/7101",
+            "/ip6/::1/udp/7101/quic-v1",
+            "/dns4/node2/tcp/7101",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let kept: Vec<String> = routable_addrs(addrs.clone(), true)
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(kept, ["/ip4/172.18.0.3/tcp/7101", "/dns4/node2/tcp/7101"]);
+        // A peer on this host (a loopback devnet): every address is kept.
+        assert_eq!(routable_addrs(addrs, false).count(), 5);
+        assert!(is_local(&"/ip4/127.0.0.1/tcp/1".parse().unwrap()));
+        assert!(!is_local(&"/ip4/10.0.0.1/tcp/1".parse().unwrap()));
     }
 }

@@ -297,8 +297,9 @@ impl Node {
         }
         let a = crate::p2p::announcement(self, &spec, &input).map_err(SubmitError::Invalid)?;
         let encoded = a.encode();
+        let kept = (a.input.len() != input.len()).then(|| input.clone());
         let new = self
-            .blocking(move |s| s.insert_replica(&job_id, &encoded))
+            .blocking(move |s| s.insert_replica(&job_id, &encoded, kept.as_deref()))
             .await
             .map_err(|e| SubmitError::Internal(e.to_string()))?;
         let selected = p2p.select(&job_id, spec.replicas);

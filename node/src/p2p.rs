@@ -454,7 +454,7 @@ async fn on_receipt(node: &Arc<Node>, d: &Delivered) -> rusqlite::Result<()> {
 async fn on_job_message(node: &Arc<Node>, p2p: &Arc<P2p>, d: &Delivered) -> Result<(), String> {
     let msg = JobMessage::decode(&d.data).map_err(|e| e.to_string())?;
     match msg {
-        JobMessage::Announce(a) => on_announcement(node, p2p, a, d.source, d.data.clone()).await,
+        JobMessage::Announce(a) => on_announcement(node, p2p, a, d.via, d.data.clone()).await,
         JobMessage::Commit(c) => {
             let (job, op, data) = (c.job_id, c.operator, d.data.clone());
             blocking(&node.store, move |s| {
@@ -489,13 +489,15 @@ async fn on_announcement(
     node: &Arc<Node>,
     p2p: &Arc<P2p>,
     a: JobAnnouncement,
-    source: PeerId,
+    via: PeerId,
     encoded: Vec<u8>,
 ) -> Result<(), String> {
     let (spec, job_id) = a.verify().map_err(|e| e.to_string())?;
-    let new = blocking(&node.store, move |s| s.insert_replica(&job_id, &encoded))
-        .await
-        .map_err(|e| e.to_string())?;
+    let new = blocking(&node.store, move |s| {
+        s.insert_replica(&job_id, &encoded, None)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     if !new {
         return Ok(());
     }
@@ -506,15 +508,9 @@ async fn on_announcement(
         return Ok(());
     }
     let input = if a.input.is_empty() && spec.input_digest != vouch_proto::Digest::of(b"") {
-        match p2p.net.fetch(source, spec.input_digest.0).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                return Err(format!(
-                    "announcer {source} does not serve the input of {job_id}"
-                ))
-            }
-            Err(e) => return Err(format!("cannot fetch the input of {job_id}: {e}")),
-        }
+        fetch_anywhere(p2p, via, spec.input_digest.0)
+            .await
+            .map_err(|e| format!("cannot fetch the input of {job_id}: {e}"))?
     } else {
         a.input.clone()
     };
@@ -523,6 +519,34 @@ async fn on_announcement(
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Peers asked for a blob before giving up.
+const FETCH_ATTEMPTS: usize = 8;
+
+/// Fetches a blob by digest from whoever has it: first `via` (the peer that forwarded the
+/// announcement, often its announcer), then the other connected peers. Gossip carries no
+/// libp2p author, and any peer's bytes will do, since the fetcher checks the digest; the
+/// announcer, and every replica that fetched the input before us, serve it.
+async fn fetch_anywhere(p2p: &P2p, via: PeerId, digest: [u8; 32]) -> Result<Vec<u8>, String> {
+    let mut peers = vec![via];
+    peers.extend(
+        p2p.net
+            .peers()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|p| *p != via),
+    );
+    let mut last = String::from("no peer serves it");
+    for peer in peers.into_iter().take(FETCH_ATTEMPTS) {
+        match p2p.net.fetch(peer, digest).await {
+            Ok(Some(bytes)) => return Ok(bytes),
+            Ok(None) => last = format!("{peer} does not hold it"),
+            Err(e) => last = format!("{peer}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// Called by the node once it has signed the receipt of a replicated job: seals it in a
@@ -642,13 +666,9 @@ pub async fn report(node: &Node, p2p: &P2p, job_id: JobId) -> Option<(JobSpec, R
 }
 
 /// Builds and signs the announcement of a replicated job this node accepts from a client.
+/// An input larger than [`MAX_INLINE_INPUT`] is left out (the replicas fetch it by digest
+/// from this node, which keeps it: [`JobStore::insert_replica`]).
 pub fn announcement(node: &Node, spec: &JobSpec, input: &[u8]) -> Result<JobAnnouncement, String> {
-    if input.len() > MAX_INLINE_INPUT {
-        return Err(format!(
-            "a replicated job's input travels in its announcement and may be at most {MAX_INLINE_INPUT} bytes (got {})",
-            input.len()
-        ));
-    }
     let spec_json = spec.canonical_bytes().map_err(|e| e.to_string())?;
     let now = now_ms();
     let mut a = JobAnnouncement {
@@ -659,7 +679,11 @@ pub fn announcement(node: &Node, spec: &JobSpec, input: &[u8]) -> Result<JobAnno
             .saturating_add(spec.limits.timeout_ms)
             .saturating_add(node.config.p2p.commit_window_ms),
         spec_json,
-        input: input.to_vec(),
+        input: if input.len() <= MAX_INLINE_INPUT {
+            input.to_vec()
+        } else {
+            Vec::new()
+        },
         signature: [0; 64],
     };
     node.signer.sign_announcement(&mut a);

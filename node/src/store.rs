@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use vouch_proto::{JobId, JobSpec, SignedReceipt};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Schema 1: jobs with input, output, stderr and receipt.
 const MIGRATION_1: &str = "BEGIN EXCLUSIVE;
@@ -74,6 +74,13 @@ const MIGRATION_3: &str = "BEGIN EXCLUSIVE;
          PRIMARY KEY (job_id, operator, kind, data)
      );
      PRAGMA user_version = 3;
+     COMMIT;";
+
+/// A replicated job's input too large for its announcement, kept by the announcing node
+/// (which serves it to the replicas by digest, and needs it to dispute a wrong replica).
+const MIGRATION_4: &str = "BEGIN EXCLUSIVE;
+     ALTER TABLE replicas ADD COLUMN input BLOB;
+     PRAGMA user_version = 4;
      COMMIT;";
 
 /// A replicated job as this node keeps it.
@@ -232,6 +239,9 @@ impl JobStore {
             conn.execute_batch(MIGRATION_3)?;
             backfill_blobs(&conn)?;
         }
+        if version < 4 {
+            conn.execute_batch(MIGRATION_4)?;
+        }
         Ok(JobStore {
             conn: Mutex::new(conn),
         })
@@ -261,10 +271,15 @@ impl JobStore {
                 spec.and_then(|s| serde_json::from_str::<JobSpec>(&s).ok())
                     .and_then(|s| s.canonical_bytes().ok())
             }
+            // A job's input, or a replicated job's input kept beside its announcement.
             "input" => conn
-                .query_row("SELECT input FROM jobs WHERE job_id = ?1", [&job_id], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT input FROM jobs WHERE job_id = ?1
+                     UNION ALL SELECT input FROM replicas WHERE job_id = ?1 AND input IS NOT NULL
+                     LIMIT 1",
+                    [&job_id],
+                    |r| r.get(0),
+                )
                 .optional()?,
             "trace" => conn
                 .query_row("SELECT trace FROM jobs WHERE job_id = ?1", [&job_id], |r| {
@@ -338,12 +353,39 @@ impl JobStore {
     }
 
     /// Starts tracking a replicated job (announced here or received); false if known.
-    pub fn insert_replica(&self, job_id: &JobId, announcement: &[u8]) -> rusqlite::Result<bool> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO replicas(job_id, announcement, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![job_id.0.to_vec(), announcement, now_ms() as i64],
+    ///
+    /// `input`, when given, is kept with it and served by digest (the announcing node
+    /// passes an input too large to ride in the announcement).
+    pub fn insert_replica(
+        &self,
+        job_id: &JobId,
+        announcement: &[u8],
+        input: Option<&[u8]>,
+    ) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO replicas(job_id, announcement, input, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id.0.to_vec(), announcement, input, now_ms() as i64],
         )?;
+        if let (1, Some(input)) = (n, input) {
+            index_blob(&tx, job_id, "input", input)?;
+        }
+        tx.commit()?;
         Ok(n == 1)
+    }
+
+    /// The input kept with a replicated job by [`JobStore::insert_replica`], if any.
+    pub fn replica_input(&self, job_id: &JobId) -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT input FROM replicas WHERE job_id = ?1",
+                [job_id.0.to_vec()],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// A replicated job, if tracked.

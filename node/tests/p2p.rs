@@ -198,6 +198,32 @@ async fn receipts_reach_every_node_and_replicas_are_attributed() {
         assert_eq!(get(&u).await["disagreeing"], json!([ops[2]]));
     }
 
+    // An input too large to ride in the announcement (> 32 KiB): the replicas fetch it by
+    // digest from their peers, and all three run it.
+    let big = "word ".repeat(8_000);
+    let (status, v) = submit(
+        &nodes[1].url,
+        json!({"image": "vouch/wc:dev", "input": big, "replicas": 3}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let url = format!(
+        "{}/v1/jobs/{}/replication",
+        nodes[1].url,
+        v["job_id"].as_str().unwrap()
+    );
+    wait_until("the large-input replicated job completes", async || {
+        get(&url).await["phase"] == "complete"
+    })
+    .await;
+    let rep = get(&url).await;
+    assert_eq!(rep["disagreeing"], json!([ops[2]]), "{rep:#}");
+    assert_eq!(
+        rep["agreed"]["operators"].as_array().unwrap().len(),
+        2,
+        "every replica fetched the input and ran it: {rep:#}"
+    );
+
     // Metrics and peers.
     let m = client()
         .get(format!("{}/metrics", nodes[1].url))
