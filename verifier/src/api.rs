@@ -7,17 +7,21 @@
 //! | `GET` | `/v1/operators/{key}` | state, slashable stake per asset, jailed |
 //! | `GET` | `/v1/snapshot` | the whole ledger state |
 //! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
-//! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (re-runs the job twice) |
+//! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (opens the dispute, locking the bond, then re-runs the job twice) |
+//! | `GET` | `/v1/disputes/{id}` | a wrong-result dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
 //! | `GET` | `/healthz` | `{"status": "ok"}` |
 //!
 //! Errors have OpenAI's shape, like the node's: `{"error": {"message", "type", "param",
 //! "code"}}`, `type` = `invalid_request_error` for 4xx and `server_error` for 5xx. Faults
 //! of the verifier itself are logged and answered with a generic 500.
 //!
-//! Every route but `/v1/disputes/result` is cut off after [`REQUEST_TIMEOUT`]; that one
-//! runs a job twice, each run bounded by the spec's own `timeout_ms` (and the executor's
-//! margin for the daemon), and at most [`crate::reexec::MAX_CONCURRENT_REEXECUTIONS`] at
-//! once.
+//! Every route but `POST /v1/disputes/result` is cut off after [`REQUEST_TIMEOUT`]; that
+//! one waits for the verdict of two runs of the job at once, each bounded by the spec's
+//! own `timeout_ms` (and the executor's margin for the daemon), with at most
+//! [`crate::reexec::MAX_CONCURRENT_REEXECUTIONS`] containers at once. The judgment runs in
+//! its own task, so a client that hangs up does not stop it: it reads the verdict from
+//! `GET /v1/disputes/{id}` (or sends the same challenge again, which waits for the same
+//! judgment). A dispute opened but not decided answers 503 `dispute_pending`.
 //!
 //! The ledger is blocking (SQLite, which may wait on another writer), so every call to it
 //! runs on tokio's blocking pool.
@@ -44,7 +48,7 @@ use vouch_proto::ReceiptJson;
 use crate::disputes::{Verdict, Verifier};
 use crate::error::{DisputeError, LedgerError};
 use crate::ledger::CollateralLedger;
-use crate::reexec::{Bond, ResultChallenge, ResultVerdict};
+use crate::reexec::{Bond, DisputeStatus, ResultChallenge, ResultVerdict};
 use crate::requests::{Key, Sig, SignedRequest};
 
 /// Largest request body accepted (a dispute with two receipts is about 4 KiB).
@@ -76,11 +80,11 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// State with the system clock.
+    /// State with the verifier's clock (the system clock unless it was replaced).
     pub fn new(verifier: Arc<Verifier>) -> Self {
         ApiState {
+            clock: verifier.clock(),
             verifier,
-            clock: Arc::new(system_now_ms),
             net: None,
         }
     }
@@ -124,6 +128,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", get(get_receipts))
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
+        .route("/v1/disputes/{id}", get(get_dispute))
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -218,6 +223,9 @@ impl From<LedgerError> for ApiError {
             L::OperatorExists(_) => (S::CONFLICT, "operator_exists"),
             L::AlreadySlashed { .. } => (S::CONFLICT, "already_slashed"),
             L::AlreadyForfeited { .. } => (S::CONFLICT, "already_forfeited"),
+            L::UnknownDispute(_) => (S::NOT_FOUND, "unknown_dispute"),
+            L::DisputeExists { .. } => (S::CONFLICT, "dispute_exists"),
+            L::DisputeClosed { .. } => (S::CONFLICT, "dispute_decided"),
             L::NotYetClaimable { .. } => (S::CONFLICT, "not_yet_claimable"),
             L::InsufficientBalance { .. } => (S::UNPROCESSABLE_ENTITY, "insufficient_balance"),
             L::Overflow(_) => (S::UNPROCESSABLE_ENTITY, "overflow"),
@@ -267,6 +275,7 @@ impl From<DisputeError> for ApiError {
                 (S::CONFLICT, "image_not_available")
             }
             D::NoExecutor | D::Exec(_) => (S::SERVICE_UNAVAILABLE, "reexecution_unavailable"),
+            D::Pending { .. } => (S::SERVICE_UNAVAILABLE, "dispute_pending"),
             D::Busy(_) | D::Ledger(_) | D::Internal(_) => (S::SERVICE_UNAVAILABLE, "busy"),
         };
         let mut err = ApiError::new(status, code, e.to_string());
@@ -488,6 +497,7 @@ async fn get_snapshot(State(st): State<ApiState>) -> Result<Json<serde_json::Val
         "operators": map(snap.operators.iter().map(|(k, v)| (*k, json!(v))).collect()),
         "nonces": map(snap.nonces.iter().map(|(k, v)| (*k, json!(v.to_string()))).collect()),
         "offences": snap.offences,
+        "disputes": snap.disputes.values().collect::<Vec<_>>(),
         "event_count": snap.event_count,
         "last_hash": snap.last_hash.map(hex::encode),
     })))
@@ -530,6 +540,29 @@ async fn post_equivocation(
     let verdict =
         blocking(move || Ok(verifier.dispute_equivocation(d.challenger, &a, &b, now)?)).await?;
     Ok(Json(verdict))
+}
+
+/// `GET /v1/disputes/{id}`: a wrong-result dispute the ledger holds, open or decided.
+async fn get_dispute(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DisputeStatus>, ApiError> {
+    if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("dispute id {id:?} is not 64 lowercase hex characters"),
+        )
+        .param("id"));
+    }
+    let verifier = st.verifier.clone();
+    blocking(move || {
+        let status = verifier.result_dispute_status(&id)?;
+        status
+            .map(Json)
+            .ok_or_else(|| LedgerError::UnknownDispute(id).into())
+    })
+    .await
 }
 
 /// Body of `POST /v1/disputes/result` (see [`crate::reexec`]).

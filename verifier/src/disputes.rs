@@ -17,6 +17,7 @@
 //! each id at most once, in the same transaction as the slash, so swapped receipts, a
 //! third receipt for the same job, or twenty challengers racing, all end in one slash.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::SigningKey;
@@ -194,8 +195,12 @@ pub struct Verifier {
     admin_nonce: Mutex<()>,
     /// Re-executes disputed jobs (T1); `None` refuses such disputes.
     pub(crate) executor: Option<Arc<dyn vouch_exec::Executor>>,
-    /// Bounds concurrent re-executions (each runs a job twice).
+    /// Bounds concurrent re-execution containers (a dispute takes two at once).
     pub(crate) reexec: tokio::sync::Semaphore,
+    /// Wrong-result judgments running in this process, by dispute id (see `reexec`).
+    pub(crate) judgments: Mutex<HashMap<String, crate::reexec::Judgment>>,
+    /// The verifier's clock for verdicts reached later than the request that asked.
+    clock: crate::api::Clock,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -225,7 +230,25 @@ impl Verifier {
             admin_nonce: Mutex::new(()),
             executor: None,
             reexec: tokio::sync::Semaphore::new(crate::reexec::MAX_CONCURRENT_REEXECUTIONS),
+            judgments: Mutex::new(HashMap::new()),
+            clock: Arc::new(crate::api::system_now_ms),
         }
+    }
+
+    /// Replaces the clock (tests); the default is the system clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The verifier's clock, ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The clock itself, for the API to share.
+    pub(crate) fn clock(&self) -> crate::api::Clock {
+        self.clock.clone()
     }
 
     /// Lets this service judge wrong-result disputes by re-running jobs on `executor`
@@ -352,6 +375,16 @@ impl Verifier {
         body: RequestBody,
         now_ms: u64,
     ) -> Result<crate::ledger::Applied, DisputeError> {
+        self.apply_admin_with(body, &[], now_ms)
+    }
+
+    /// [`Verifier::apply_admin`] with an attachment (`CollateralLedger::apply_with`).
+    pub(crate) fn apply_admin_with(
+        &self,
+        body: RequestBody,
+        attachment: &[u8],
+        now_ms: u64,
+    ) -> Result<crate::ledger::Applied, DisputeError> {
         let admin = Key::of(&self.admin);
         for _ in 0..NONCE_RETRIES {
             let _serial = self
@@ -365,7 +398,7 @@ impl Verifier {
                 .checked_add(1)
                 .ok_or(LedgerError::Overflow("admin nonce"))?;
             let request = SignedRequest::sign(&self.network.0, &self.admin, nonce, body.clone())?;
-            match self.ledger.apply(&request, now_ms) {
+            match self.ledger.apply_with(&request, attachment, now_ms) {
                 Ok(applied) => return Ok(applied),
                 // Another writer of the ledger file used this admin nonce first.
                 Err(LedgerError::ReplayedNonce { .. }) => continue,

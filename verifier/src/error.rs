@@ -107,6 +107,27 @@ pub enum LedgerError {
         /// The event of the earlier forfeit.
         event_seq: u64,
     },
+    /// No dispute with this id was opened.
+    #[error("unknown dispute {0}")]
+    UnknownDispute(String),
+    /// `open_dispute` for an id the ledger already holds (open or decided).
+    #[error("dispute {dispute} was already opened (event {event_seq}); it is {}", if *.open { "still open" } else { "decided" })]
+    DisputeExists {
+        /// The dispute id.
+        dispute: String,
+        /// The event that opened it.
+        event_seq: u64,
+        /// Whether it is still undecided.
+        open: bool,
+    },
+    /// `close_dispute` for a dispute that is already decided.
+    #[error("dispute {dispute} was already decided (event {event_seq}); one dispute, one verdict")]
+    DisputeClosed {
+        /// The dispute id.
+        dispute: String,
+        /// The event that decided it.
+        event_seq: u64,
+    },
     /// A rule about delays, magnitudes or delegation was broken; the text names it.
     #[error("refused: {0}")]
     Rule(String),
@@ -225,6 +246,15 @@ pub enum DisputeError {
     /// A challenger key that cannot receive a bounty.
     #[error("invalid challenger: {0}")]
     Challenger(String),
+    /// The dispute is open and its bond locked, but no verdict could be reached yet (the
+    /// re-execution failed for a reason that is not the workload's).
+    #[error("dispute {dispute} is open and its bond locked, but it is not decided yet: {why}; the verifier retries it periodically and at restart (see GET /v1/disputes/{dispute})")]
+    Pending {
+        /// The dispute id (hex).
+        dispute: String,
+        /// What stopped the judgment.
+        why: String,
+    },
     /// Other verifiers kept taking the admin nonce; try again.
     #[error("the ledger is busy (admin nonce raced {0} times); retry the dispute")]
     Busy(u32),

@@ -30,6 +30,12 @@ pub const EVENT_TAG: &[u8] = b"vouch/ledger-event/v1";
 ///
 /// For a `forfeit_bond` event, `before` and `after` are the challenger's deposited
 /// balance, `burned` the bond and `rewarded` zero: the same equation holds.
+///
+/// For `open_dispute` and `close_dispute`, `before` and `after` are the challenger's
+/// holdings in the bond's asset: its deposit plus its bonds locked in open disputes (a
+/// locked bond is still held). Locking and unlocking leave them unchanged; a dismissed
+/// dispute burns its bond. A `close_dispute` that slashes carries the slash's equations
+/// instead, per asset, as a `slash` does (for the bond's asset too, if the slash touched it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conservation {

@@ -1,6 +1,7 @@
 //! The verifier on the peer-to-peer network: it hears every receipt operators gossip, keeps
 //! the network's operator registry in step with its own ledger, and publishes its slash
-//! events as signed verdicts (SPEC §10.6) so nodes stop accepting a jailed operator at once.
+//! events (`slash`, and `close_dispute` with a slash) as signed verdicts (SPEC §10.6) so
+//! nodes stop accepting a jailed operator at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -197,7 +198,11 @@ async fn registry_and_verdicts(
         *registry.write().unwrap_or_else(|p| p.into_inner()) = active;
         for e in events {
             next = e.seq + 1;
-            if e.kind != "slash" {
+            // Slashes: `slash` events, and disputes decided with one.
+            let slashes = e.kind == "slash"
+                || (e.kind == "close_dispute"
+                    && e.payload.pointer("/result/verdict") == Some(&"slashed".into()));
+            if !slashes {
                 continue;
             }
             let Ok(body) = serde_json::to_vec(&e) else {

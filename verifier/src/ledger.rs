@@ -14,7 +14,13 @@
 //!   the old magnitude stays slashable;
 //! - a slash of `fraction_ppm` removes `stake × magnitude × fraction` from every delegator
 //!   (see [`SlashOutcome`] for the rounding); `bounty_ppm` of it goes to the challenger's
-//!   deposit, the rest is burned. The magnitude itself is unchanged by a slash.
+//!   deposit, the rest is burned. The magnitude itself is unchanged by a slash;
+//! - a dispute's bond is *locked* by `open_dispute`: it leaves the challenger's deposited
+//!   balance (so it can be neither withdrawn nor bonded twice) but is still held — it
+//!   counts in the asset's total and in the conservation equations, and it stays in the
+//!   challenger's stake, so a slash of the operator the challenger delegates to cuts it like
+//!   a deposit or a queued withdrawal. `close_dispute` then unlocks it (slashed, already
+//!   slashed, void) or burns it (dismissed), once: a decided dispute cannot be decided again.
 
 mod memory;
 mod sqlite;
@@ -26,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LedgerError, Result};
 use crate::events::{Conservation, Event};
-use crate::requests::{decimal, Key, RequestBody, SignedRequest};
+use crate::requests::{decimal, Key, RequestBody, Ruling, SignedRequest};
 
 pub use memory::MemoryLedger;
 pub use sqlite::{SqliteLedger, SCHEMA_VERSION};
@@ -198,7 +204,8 @@ mod cuts_serde {
 /// loses more than its stake. (Taking the whole remainder from the single largest
 /// delegator, the simpler rule, can exceed that delegator's stake or its fair share by
 /// more than one unit when there are many small delegators.) Within a delegator the cut
-/// is split the same way over its deposit and its queued withdrawals.
+/// is split the same way over its deposit, its queued withdrawals and its bonds locked in
+/// open disputes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlashOutcome {
     /// The operator.
@@ -248,7 +255,107 @@ pub enum Outcome {
         /// The challenger's deposited balance before and after, and the burn.
         conservation: Conservation,
     },
+    /// `open_dispute`: the bond moved from the deposit into the dispute.
+    BondLocked {
+        /// The dispute.
+        dispute: String,
+        /// Whose bond.
+        challenger: Key,
+        /// Asset.
+        asset: String,
+        /// Base units locked.
+        #[serde(with = "decimal")]
+        amount: u128,
+        /// The challenger's holdings in the asset (deposit + locked bonds), unchanged.
+        conservation: Conservation,
+    },
+    /// `close_dispute`.
+    DisputeClosed {
+        /// The dispute.
+        dispute: String,
+        /// The verdict.
+        verdict: DisputeVerdict,
+        /// Whose bond.
+        challenger: Key,
+        /// Asset of the bond.
+        asset: String,
+        /// Base units of the bond burned (dismissed).
+        #[serde(with = "decimal")]
+        burned: u128,
+        /// Base units of the bond returned to the challenger's deposit.
+        #[serde(with = "decimal")]
+        released: u128,
+        /// The challenger's holdings in the bond's asset (deposit + locked bonds) before and
+        /// after, and the burn.
+        conservation: Conservation,
+        /// The slash, for `slashed`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slash: Option<SlashOutcome>,
+    },
 }
+
+/// How a dispute the ledger held was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeVerdict {
+    /// This dispute's slash was applied; the bond was unlocked.
+    Slashed,
+    /// An earlier slash had punished the offence; the bond was unlocked.
+    AlreadySlashed,
+    /// The receipt was right; the bond was burned.
+    Dismissed,
+    /// No verdict; the bond was unlocked.
+    Void,
+}
+
+/// How and when a dispute was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeClosed {
+    /// The verdict.
+    pub verdict: DisputeVerdict,
+    /// The `close_dispute` event.
+    #[serde(with = "decimal")]
+    pub seq: u64,
+    /// The verifier's clock when it was closed.
+    #[serde(with = "decimal")]
+    pub at_ms: u64,
+    /// The verifier's account of the judgment (JSON, attached to the `close_dispute`
+    /// request); the ledger stores it without reading it.
+    pub report: Option<String>,
+}
+
+/// A dispute whose bond the ledger holds or held (`open_dispute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    /// The dispute id (64 lowercase hex).
+    pub id: String,
+    /// Whose bond it is.
+    pub challenger: Key,
+    /// The bond's asset.
+    pub asset: String,
+    /// The bond as opened, base units.
+    #[serde(with = "decimal")]
+    pub bond: u128,
+    /// What is locked now: the bond less any slash of the challenger's own stake; zero
+    /// once closed.
+    #[serde(with = "decimal")]
+    pub locked: u128,
+    /// The `open_dispute` event.
+    #[serde(with = "decimal")]
+    pub opened_seq: u64,
+    /// The verifier's clock when it was opened.
+    #[serde(with = "decimal")]
+    pub opened_at_ms: u64,
+    /// SHA-256 (hex) of the evidence stored with it.
+    pub evidence: String,
+    /// `None` while open.
+    pub closed: Option<DisputeClosed>,
+}
+
+/// Largest evidence `open_dispute` stores (a challenge is bounded by the API's body limit).
+pub const MAX_EVIDENCE_BYTES: usize = 4 << 20;
+/// Largest report `close_dispute` stores.
+pub const MAX_REPORT_BYTES: usize = 64 << 10;
 
 /// An applied request: its outcome and the event that records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +385,8 @@ pub struct Snapshot {
     /// is a SHA-256 under its own domain tag, so they cannot collide) → seq of the event
     /// that slashed or forfeited.
     pub offences: BTreeMap<String, u64>,
+    /// Every dispute the ledger holds or held, by id.
+    pub disputes: BTreeMap<String, DisputeRecord>,
     /// Number of events.
     pub event_count: u64,
     /// Hash of the last event.
@@ -287,8 +396,9 @@ pub struct Snapshot {
 /// The ledger interface.
 ///
 /// Every change goes through [`CollateralLedger::apply`]: the request is authenticated
-/// (signature; peer signature for `register_operator`; admin key for `register_asset` and
-/// `slash`; restaker and operator requests act on the signer's own account), its nonce is
+/// (signature; peer signature for `register_operator`; admin key for `register_asset`,
+/// `slash`, `forfeit_bond`, `open_dispute` and `close_dispute`; restaker and operator
+/// requests act on the signer's own account), its nonce is
 /// checked against the actor's last one, the rules are applied and the signed event is
 /// appended — all or nothing. `now_ms` is the verifier's clock, never the client's.
 pub trait CollateralLedger: Send + Sync {
@@ -297,7 +407,27 @@ pub trait CollateralLedger: Send + Sync {
     /// The verifier (admin) public key, which also signs the events.
     fn verifier_key(&self) -> Key;
     /// Applies one signed request atomically.
-    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied>;
+    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied> {
+        self.apply_with(request, &[], now_ms)
+    }
+    /// Applies one signed request atomically, with bytes stored beside it: the evidence of
+    /// an `open_dispute` (its SHA-256 must be the request's `evidence`) or the verifier's
+    /// report of a `close_dispute` (at most [`MAX_REPORT_BYTES`], may be empty). Other
+    /// requests take none.
+    fn apply_with(
+        &self,
+        request: &SignedRequest,
+        attachment: &[u8],
+        now_ms: u64,
+    ) -> Result<Applied>;
+    /// A dispute the ledger holds or held.
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>>;
+    /// The evidence stored with a dispute.
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Undecided disputes, by id.
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>>;
+    /// A restaker's bonds locked in open disputes, in one asset.
+    fn locked(&self, restaker: &Key, asset: &str) -> Result<u128>;
     /// Deposited (not queued) balance.
     fn balance(&self, restaker: &Key, asset: &str) -> Result<u128>;
     /// Queued withdrawals of a restaker, by id.
@@ -352,6 +482,16 @@ pub(crate) trait Store {
     fn offence(&self, id: &str) -> Result<Option<u64>>;
     /// Records that the slash event `seq` punished offence `id`.
     fn insert_offence(&mut self, id: &str, seq: u64) -> Result<()>;
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>>;
+    /// Open disputes of `who`, by id.
+    fn open_disputes_of(&self, who: &Key) -> Result<Vec<DisputeRecord>>;
+    /// All open disputes, by id.
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>>;
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// A new dispute with its evidence; a duplicate id fails.
+    fn insert_dispute(&mut self, d: &DisputeRecord, evidence: &[u8]) -> Result<()>;
+    /// Stores `locked` and `closed` of an existing dispute.
+    fn update_dispute(&mut self, d: &DisputeRecord) -> Result<()>;
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>>;
     fn append_event(&mut self, event: &Event) -> Result<()>;
     fn events_from(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
@@ -433,13 +573,19 @@ struct Position {
     restaker: Key,
     balance: u128,
     withdrawals: Vec<(u64, u128)>,
+    /// Bonds locked in open disputes: (dispute id, locked).
+    locks: Vec<(String, u128)>,
 }
 
 impl Position {
     fn total(&self) -> Result<u128> {
-        self.withdrawals
+        let queued = self
+            .withdrawals
             .iter()
-            .try_fold(self.balance, |acc, (_, w)| add(acc, *w, "delegated stake"))
+            .try_fold(self.balance, |acc, (_, w)| add(acc, *w, "delegated stake"))?;
+        self.locks
+            .iter()
+            .try_fold(queued, |acc, (_, l)| add(acc, *l, "delegated stake"))
     }
 }
 
@@ -452,6 +598,7 @@ fn positions(s: &dyn Store, operator: &Key) -> Result<BTreeMap<String, Vec<Posit
             restaker: d,
             balance: 0,
             withdrawals: Vec::new(),
+            locks: Vec::new(),
         };
         for (asset, amount) in s.balances_of(&d)? {
             mine.entry(asset).or_insert_with(blank).balance = amount;
@@ -461,6 +608,12 @@ fn positions(s: &dyn Store, operator: &Key) -> Result<BTreeMap<String, Vec<Posit
                 .or_insert_with(blank)
                 .withdrawals
                 .push((w.id, w.amount));
+        }
+        for l in s.open_disputes_of(&d)? {
+            mine.entry(l.asset)
+                .or_insert_with(blank)
+                .locks
+                .push((l.id, l.locked));
         }
         for (asset, p) in mine {
             out.entry(asset).or_default().push(p);
@@ -486,6 +639,13 @@ pub(crate) fn slashable_stake(
         out.insert(asset, mul_ratio(delegated, magnitude, PPM_U128)?.0);
     }
     Ok(out)
+}
+
+pub(crate) fn locked(s: &dyn Store, who: &Key, asset: &str) -> Result<u128> {
+    s.open_disputes_of(who)?
+        .iter()
+        .filter(|d| d.asset == asset)
+        .try_fold(0u128, |acc, d| add(acc, d.locked, "locked"))
 }
 
 pub(crate) fn is_jailed(
@@ -544,10 +704,14 @@ fn known_operator(s: &dyn Store, key: &Key) -> Result<OperatorState> {
 
 /// The rules. Runs inside the caller's transaction; any error leaves the caller to roll
 /// back, so nothing a refused request did is kept (not even its nonce).
+///
+/// `attachment` is stored beside `open_dispute` (the evidence) and `close_dispute` (the
+/// report); every other kind refuses one.
 pub(crate) fn apply_request(
     s: &mut dyn Store,
     cx: &Ctx<'_>,
     req: &SignedRequest,
+    attachment: &[u8],
     now_ms: u64,
 ) -> Result<Applied> {
     let admin = Key::of(cx.signer);
@@ -566,6 +730,25 @@ pub(crate) fn apply_request(
     s.set_nonce(&req.actor, req.nonce)?;
     let me = req.actor;
     let delay = cx.config.withdrawal_delay_ms();
+    let (seq, prev_hash) = match s.last_event()? {
+        None => (0, [0; 32]),
+        Some((seq, hash)) => (
+            seq.checked_add(1)
+                .ok_or(LedgerError::Overflow("event seq"))?,
+            hash,
+        ),
+    };
+    if !attachment.is_empty()
+        && !matches!(
+            req.body,
+            RequestBody::OpenDispute { .. } | RequestBody::CloseDispute { .. }
+        )
+    {
+        return Err(LedgerError::Invalid(format!(
+            "{} takes no attachment",
+            req.body.kind()
+        )));
+    }
     let outcome = match &req.body {
         RequestBody::RegisterAsset {
             asset,
@@ -612,6 +795,13 @@ pub(crate) fn apply_request(
                         "re-delegating requires no pending withdrawals: complete them first",
                     ))
                 }
+                // The same for bonds locked in open disputes: they are stake too.
+                Some(_) if !s.open_disputes_of(&me)?.is_empty() => {
+                    return Err(LedgerError::rule(
+                        "re-delegating requires no bond locked in an open dispute: wait for \
+                         its verdict",
+                    ))
+                }
                 _ => {}
             }
             s.set_delegation(&me, operator)?;
@@ -625,6 +815,7 @@ pub(crate) fn apply_request(
                 && s.delegation(&me)?.is_none()
                 && s.balances_of(&me)?.is_empty()
                 && s.withdrawals_of(&me)?.is_empty()
+                && s.open_disputes_of(&me)?.is_empty()
             {
                 return Err(LedgerError::UnknownRestaker(me));
             }
@@ -728,33 +919,7 @@ pub(crate) fn apply_request(
             jail,
             offence,
         } => {
-            if let Some(id) = offence {
-                // Checked here and recorded below with the event, in the same transaction:
-                // two verifiers racing to punish one offence cannot both succeed.
-                if !valid_offence_id(id) {
-                    return Err(LedgerError::Invalid(format!(
-                        "offence {id:?}: use 64 lowercase hex characters"
-                    )));
-                }
-                if let Some(event_seq) = s.offence(id)? {
-                    return Err(LedgerError::AlreadySlashed {
-                        offence: id.clone(),
-                        event_seq,
-                    });
-                }
-            }
-            if *fraction_ppm == 0 {
-                return Err(LedgerError::Invalid(
-                    "fraction_ppm must be at least 1".into(),
-                ));
-            }
-            check_ppm("fraction_ppm", *fraction_ppm)?;
-            if *bounty_ppm >= PPM {
-                // A full bounty would let an operator challenge itself and launder stake.
-                return Err(LedgerError::Invalid(
-                    "bounty_ppm must be below 1000000: part of every slash is burned".into(),
-                ));
-            }
+            check_slash(s, offence.as_deref(), *fraction_ppm, *bounty_ppm)?;
             Outcome::Slashed(slash(
                 s,
                 operator,
@@ -771,6 +936,29 @@ pub(crate) fn apply_request(
             amount,
             dispute,
         } => forfeit_bond(s, challenger, asset, *amount, dispute)?,
+        RequestBody::OpenDispute {
+            dispute,
+            challenger,
+            asset,
+            amount,
+            evidence,
+        } => {
+            let d = DisputeRecord {
+                id: dispute.clone(),
+                challenger: *challenger,
+                asset: asset.clone(),
+                bond: *amount,
+                locked: *amount,
+                opened_seq: seq,
+                opened_at_ms: now_ms,
+                evidence: evidence.clone(),
+                closed: None,
+            };
+            open_dispute(s, &admin, d, attachment)?
+        }
+        RequestBody::CloseDispute { dispute, ruling } => {
+            close_dispute(s, dispute, ruling, attachment, seq, now_ms)?
+        }
     };
     let conservation = match &outcome {
         Outcome::Slashed(o) => o
@@ -782,16 +970,28 @@ pub(crate) fn apply_request(
             asset,
             conservation,
             ..
+        }
+        | Outcome::BondLocked {
+            asset,
+            conservation,
+            ..
         } => BTreeMap::from([(asset.clone(), *conservation)]),
+        Outcome::DisputeClosed {
+            asset,
+            conservation,
+            slash,
+            ..
+        } => {
+            let mut m: BTreeMap<String, Conservation> = slash
+                .iter()
+                .flat_map(|o| o.assets.iter().map(|(a, x)| (a.clone(), x.conservation)))
+                .collect();
+            // Where the slash touched the bond's asset its equation (the delegators') is
+            // kept; unlocking the bond changes no holdings there.
+            m.entry(asset.clone()).or_insert(*conservation);
+            m
+        }
         _ => BTreeMap::new(),
-    };
-    let (seq, prev_hash) = match s.last_event()? {
-        None => (0, [0; 32]),
-        Some((seq, hash)) => (
-            seq.checked_add(1)
-                .ok_or(LedgerError::Overflow("event seq"))?,
-            hash,
-        ),
     };
     let payload = serde_json::json!({ "request": req, "result": outcome });
     let event = Event::seal(
@@ -808,7 +1008,11 @@ pub(crate) fn apply_request(
         RequestBody::Slash {
             offence: Some(id), ..
         }
-        | RequestBody::ForfeitBond { dispute: id, .. } => s.insert_offence(id, event.seq)?,
+        | RequestBody::ForfeitBond { dispute: id, .. }
+        | RequestBody::CloseDispute {
+            ruling: Ruling::Slashed { offence: id, .. },
+            ..
+        } => s.insert_offence(id, event.seq)?,
         _ => {}
     }
     Ok(Applied { outcome, event })
@@ -844,6 +1048,12 @@ fn forfeit_bond(
             event_seq,
         });
     }
+    if s.dispute(dispute)?.is_some() {
+        return Err(LedgerError::rule(format!(
+            "dispute {dispute} holds its bond in the ledger (open_dispute): decide it with \
+             close_dispute"
+        )));
+    }
     positive(amount)?;
     let mut a = known_asset(s, asset)?;
     let before = s.balance(challenger, asset)?;
@@ -874,6 +1084,253 @@ fn forfeit_bond(
             burned: amount,
             rewarded: 0,
         },
+    })
+}
+
+/// The checks of a slash before anything is cut. The offence is checked here and
+/// recorded by the caller with the event, in the same transaction: two verifiers racing to
+/// punish one offence cannot both succeed.
+fn check_slash(
+    s: &dyn Store,
+    offence: Option<&str>,
+    fraction_ppm: u32,
+    bounty_ppm: u32,
+) -> Result<()> {
+    if let Some(id) = offence {
+        if !valid_offence_id(id) {
+            return Err(LedgerError::Invalid(format!(
+                "offence {id:?}: use 64 lowercase hex characters"
+            )));
+        }
+        if let Some(event_seq) = s.offence(id)? {
+            return Err(LedgerError::AlreadySlashed {
+                offence: id.to_owned(),
+                event_seq,
+            });
+        }
+    }
+    if fraction_ppm == 0 {
+        return Err(LedgerError::Invalid(
+            "fraction_ppm must be at least 1".into(),
+        ));
+    }
+    check_ppm("fraction_ppm", fraction_ppm)?;
+    if bounty_ppm >= PPM {
+        // A full bounty would let an operator challenge itself and launder stake.
+        return Err(LedgerError::Invalid(
+            "bounty_ppm must be below 1000000: part of every slash is burned".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `who` holds of `asset` outside queued withdrawals: the deposit and the bonds
+/// locked in its open disputes.
+fn holdings(s: &dyn Store, who: &Key, asset: &str) -> Result<u128> {
+    s.open_disputes_of(who)?
+        .iter()
+        .filter(|d| d.asset == asset)
+        .try_fold(s.balance(who, asset)?, |acc, d| {
+            add(acc, d.locked, "holdings")
+        })
+}
+
+/// Locks the bond of a new dispute `d` (as `open_dispute` describes it).
+fn open_dispute(
+    s: &mut dyn Store,
+    admin: &Key,
+    d: DisputeRecord,
+    evidence: &[u8],
+) -> Result<Outcome> {
+    if !valid_offence_id(&d.id) {
+        return Err(LedgerError::Invalid(format!(
+            "dispute {:?}: use 64 lowercase hex characters",
+            d.id
+        )));
+    }
+    // One id, one dispute: checked here and inserted below, in the same transaction.
+    if let Some(old) = s.dispute(&d.id)? {
+        return Err(LedgerError::DisputeExists {
+            dispute: d.id,
+            event_seq: old.opened_seq,
+            open: old.closed.is_none(),
+        });
+    }
+    if let Some(event_seq) = s.offence(&d.id)? {
+        return Err(LedgerError::AlreadyForfeited {
+            dispute: d.id,
+            event_seq,
+        });
+    }
+    if d.challenger == *admin {
+        return Err(LedgerError::Invalid(
+            "the verifier (admin) key cannot hold a bond".into(),
+        ));
+    }
+    positive(d.bond)?;
+    known_asset(s, &d.asset)?;
+    if !valid_offence_id(&d.evidence) {
+        return Err(LedgerError::Invalid(format!(
+            "evidence {:?}: use the SHA-256 of the evidence, 64 lowercase hex characters",
+            d.evidence
+        )));
+    }
+    if evidence.len() > MAX_EVIDENCE_BYTES {
+        return Err(LedgerError::Invalid(format!(
+            "evidence of {} bytes is over the limit of {MAX_EVIDENCE_BYTES}",
+            evidence.len()
+        )));
+    }
+    use sha2::Digest as _;
+    if hex::encode(sha2::Sha256::digest(evidence)) != d.evidence {
+        return Err(LedgerError::Invalid(
+            "the attached evidence does not have the SHA-256 the request names".into(),
+        ));
+    }
+    let before = holdings(s, &d.challenger, &d.asset)?;
+    let free = s.balance(&d.challenger, &d.asset)?;
+    let left = free
+        .checked_sub(d.bond)
+        .ok_or_else(|| LedgerError::InsufficientBalance {
+            restaker: d.challenger,
+            asset: d.asset.clone(),
+            available: free,
+            requested: d.bond,
+        })?;
+    s.set_balance(&d.challenger, &d.asset, left)?;
+    s.insert_dispute(&d, evidence)?;
+    // The equation in the event must describe what is stored: the bond is still held.
+    let after = holdings(s, &d.challenger, &d.asset)?;
+    if after != before {
+        return Err(LedgerError::Conservation(format!(
+            "lock of {} in {}: holdings {before} became {after}",
+            d.challenger, d.asset
+        )));
+    }
+    Ok(Outcome::BondLocked {
+        dispute: d.id,
+        challenger: d.challenger,
+        asset: d.asset,
+        amount: d.bond,
+        conservation: Conservation {
+            before,
+            after,
+            burned: 0,
+            rewarded: 0,
+        },
+    })
+}
+
+/// Decides the open dispute `id`: the ruling's slash if any, then the bond unlocked or
+/// burned, and the dispute closed by event `seq`.
+fn close_dispute(
+    s: &mut dyn Store,
+    id: &str,
+    ruling: &Ruling,
+    report: &[u8],
+    seq: u64,
+    now_ms: u64,
+) -> Result<Outcome> {
+    let d = s
+        .dispute(id)?
+        .ok_or_else(|| LedgerError::UnknownDispute(id.to_owned()))?;
+    if let Some(c) = &d.closed {
+        return Err(LedgerError::DisputeClosed {
+            dispute: id.to_owned(),
+            event_seq: c.seq,
+        });
+    }
+    if report.len() > MAX_REPORT_BYTES {
+        return Err(LedgerError::Invalid(format!(
+            "report of {} bytes is over the limit of {MAX_REPORT_BYTES}",
+            report.len()
+        )));
+    }
+    let report = match report {
+        [] => None,
+        bytes => Some(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| LedgerError::Invalid("the report is not UTF-8".into()))?,
+        ),
+    };
+    let (verdict, slashed) = match ruling {
+        Ruling::Slashed {
+            operator,
+            fraction_ppm,
+            bounty_ppm,
+            jail,
+            offence,
+        } => {
+            check_slash(s, Some(offence), *fraction_ppm, *bounty_ppm)?;
+            let o = slash(
+                s,
+                operator,
+                *fraction_ppm,
+                *bounty_ppm,
+                &d.challenger,
+                *jail,
+                now_ms,
+            )?;
+            (DisputeVerdict::Slashed, Some(o))
+        }
+        Ruling::AlreadySlashed { offence } => {
+            if !valid_offence_id(offence) || s.offence(offence)?.is_none() {
+                return Err(LedgerError::rule(format!(
+                    "offence {offence:?} was never slashed: rule `slashed` instead"
+                )));
+            }
+            (DisputeVerdict::AlreadySlashed, None)
+        }
+        Ruling::Dismissed => (DisputeVerdict::Dismissed, None),
+        Ruling::Void => (DisputeVerdict::Void, None),
+    };
+    // Read again: the slash above may have cut the bond (a challenger delegating to the
+    // operator it proved wrong loses its share like every other delegator).
+    let mut d = s
+        .dispute(id)?
+        .ok_or_else(|| LedgerError::Corrupt(format!("dispute {id} vanished")))?;
+    let before = holdings(s, &d.challenger, &d.asset)?;
+    let (burned, released) = match verdict {
+        DisputeVerdict::Dismissed => (d.locked, 0),
+        _ => (0, d.locked),
+    };
+    if released > 0 {
+        let credited = add(s.balance(&d.challenger, &d.asset)?, released, "balance")?;
+        s.set_balance(&d.challenger, &d.asset, credited)?;
+    }
+    if burned > 0 {
+        let mut a = known_asset(s, &d.asset)?;
+        a.total = sub_invariant(a.total, burned, "asset total")?;
+        s.put_asset(&d.asset, &a)?;
+    }
+    d.locked = 0;
+    d.closed = Some(DisputeClosed {
+        verdict,
+        seq,
+        at_ms: now_ms,
+        report,
+    });
+    s.update_dispute(&d)?;
+    let after = holdings(s, &d.challenger, &d.asset)?;
+    if after.checked_add(burned) != Some(before) {
+        return Err(LedgerError::Conservation(format!(
+            "closing dispute {id}: holdings {before} became {after}, {burned} burned"
+        )));
+    }
+    Ok(Outcome::DisputeClosed {
+        dispute: d.id,
+        verdict,
+        challenger: d.challenger,
+        asset: d.asset,
+        burned,
+        released,
+        conservation: Conservation {
+            before,
+            after,
+            burned,
+            rewarded: 0,
+        },
+        slash: slashed,
     })
 }
 
@@ -908,6 +1365,7 @@ fn slash(
             }
             let mut buckets = vec![pos.balance];
             buckets.extend(pos.withdrawals.iter().map(|(_, a)| *a));
+            buckets.extend(pos.locks.iter().map(|(_, a)| *a));
             let parts = apportion(&buckets, p, PPM2, Some(*cut))?;
             debug_assert_eq!(buckets.iter().sum::<u128>(), *total);
             s.set_balance(
@@ -915,8 +1373,20 @@ fn slash(
                 &asset,
                 sub_invariant(pos.balance, parts[0], "balance")?,
             )?;
-            for ((id, amount), part) in pos.withdrawals.iter().zip(&parts[1..]) {
+            let (queued, locked) = parts[1..].split_at(pos.withdrawals.len());
+            for ((id, amount), part) in pos.withdrawals.iter().zip(queued) {
                 s.set_withdrawal_amount(*id, sub_invariant(*amount, *part, "withdrawal")?)?;
+            }
+            // A bond locked in a dispute is stake like any other: locking it is no escape.
+            for ((id, amount), part) in pos.locks.iter().zip(locked) {
+                if *part == 0 {
+                    continue;
+                }
+                let mut d = s
+                    .dispute(id)?
+                    .ok_or_else(|| LedgerError::Corrupt(format!("dispute {id} vanished")))?;
+                d.locked = sub_invariant(*amount, *part, "locked bond")?;
+                s.update_dispute(&d)?;
             }
         }
         let (q, r) = (slashed / PPM_U128, slashed % PPM_U128);

@@ -8,18 +8,22 @@
 //! - [`ledger`]: the [`CollateralLedger`] trait; [`SqliteLedger`] (one SQLite file, one
 //!   exclusive transaction per request) and [`MemoryLedger`] (tests). Both run the same
 //!   rules over a storage trait: deposits, delegation, allocation with delayed
-//!   deallocation, delayed withdrawals that stay slashable, and pro-rata slashing with a
-//!   challenger bounty and a burn, and the burn of a dismissed challenger's bond.
+//!   deallocation, delayed withdrawals that stay slashable, pro-rata slashing with a
+//!   challenger bounty and a burn, and disputes that lock a challenger's bond when they
+//!   open and unlock or burn it with their verdict.
 //! - [`disputes`]: tier 0, equivocation, judged on signatures alone; [`reexec`]: tier 1,
 //!   a wrong result, judged by re-running the job twice on a `vouch_exec::Executor`
-//!   (Docker) and comparing. Both end in admin requests the [`Verifier`] signs.
+//!   (Docker) and comparing. Both end in admin requests the [`Verifier`] signs. A
+//!   wrong-result dispute is opened in the ledger (bond locked, evidence stored) before
+//!   the runs, judged in its own task, and resumed after a restart.
 //! - [`events`]: every applied request appends one hash-chained event, signed by the
 //!   verifier key, in the same transaction; [`verify_chain`] checks a run of them.
 //! - [`error`]: [`LedgerError`], what a refused request tells its client.
 //!
 //! The ledger spawns no tasks and does no network I/O ([`api`], [`gossip`] and
-//! [`reexec`] do: the HTTP server, the libp2p swarm, the re-execution containers, each
-//! calling the ledger from tokio's blocking pool). Data flows one way: a client signs
+//! [`reexec`] do: the HTTP server, the libp2p swarm, one judgment task per open
+//! wrong-result dispute running its two containers, each calling the ledger from tokio's
+//! blocking pool). Data flows one way: a client signs
 //! a request → [`CollateralLedger::apply`] authenticates it, checks the nonce, applies the
 //! rules and appends the signed event, all or nothing → readers query the state or page
 //! through [`CollateralLedger::events_from`].
@@ -63,11 +67,12 @@ pub use disputes::{
 pub use error::{DisputeError, LedgerError, Result};
 pub use events::{verify_chain, Conservation, Event};
 pub use ledger::{
-    Applied, AssetSlash, AssetState, CollateralLedger, LedgerConfig, MemoryLedger, OperatorState,
-    Outcome, PendingDeallocation, SlashOutcome, Snapshot, SqliteLedger, Withdrawal, PPM,
+    Applied, AssetSlash, AssetState, CollateralLedger, DisputeClosed, DisputeRecord,
+    DisputeVerdict, LedgerConfig, MemoryLedger, OperatorState, Outcome, PendingDeallocation,
+    SlashOutcome, Snapshot, SqliteLedger, Withdrawal, PPM,
 };
 pub use reexec::{
-    result_dispute_id, wrong_result_offence, Bond, ResultChallenge, ResultOutcome, ResultVerdict,
-    RunReport,
+    result_dispute_id, wrong_result_offence, Bond, DisputeStatus, ResultChallenge, ResultOutcome,
+    ResultVerdict, RunReport,
 };
-pub use requests::{signing_root, Key, RequestBody, Sig, SignedRequest};
+pub use requests::{signing_root, Key, RequestBody, Ruling, Sig, SignedRequest};

@@ -130,8 +130,11 @@ enum DisputeCommand {
         #[arg(long)]
         b: PathBuf,
     },
-    /// A receipt with the wrong result: the verifier re-runs the job twice and compares.
-    /// A dismissed dispute burns the bond.
+    /// A receipt with the wrong result: the verifier locks the bond, re-runs the job twice
+    /// and compares. A dismissed dispute burns the bond; the others give it back. Prints
+    /// the verdict; if the answer does not come (the connection broke, the verifier
+    /// restarted, its runs failed for the infrastructure's reasons), asks
+    /// `GET /v1/disputes/{id}` until the dispute is decided.
     Result {
         /// The verifier, e.g. http://127.0.0.1:9090
         #[arg(long)]
@@ -346,25 +349,72 @@ fn dispute_result(
         "spec": spec,
         "input_base64": base64::engine::general_purpose::STANDARD.encode(&input),
     });
-    // Two runs of the job: allow for its own timeout twice, plus the daemon.
+    // Two runs of the job at once (they may queue behind other disputes): allow for its
+    // own timeout twice, plus the daemon.
     let timeout_ms = spec
         .pointer("/limits/timeout_ms")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     let wait = std::time::Duration::from_millis(timeout_ms.saturating_mul(2))
         + std::time::Duration::from_secs(300);
-    let (status, answer) = rt.block_on(cli::client::post_json_within(
+    let deadline = std::time::Instant::now() + wait;
+    let posted = rt.block_on(cli::client::post_json_within(
         url,
         "/v1/disputes/result",
         &body,
         wait,
-    ))?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "the verifier answered {status}"
-    );
+    ));
+    match posted {
+        Ok((status, answer)) if (200..300).contains(&status) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            return Ok(());
+        }
+        Ok((503, answer)) if answer.pointer("/error/code") == Some(&"dispute_pending".into()) => {
+            eprintln!(
+                "the dispute is open, its bond locked, the verdict still to come: {}",
+                answer
+                    .pointer("/error/message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+            );
+        }
+        Ok((status, answer)) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            anyhow::bail!("the verifier answered {status}");
+        }
+        Err(e) => eprintln!("no verdict in the answer ({e:#}); asking for it"),
+    }
+    let verdict = rt.block_on(poll_dispute(url, &hex::encode(id), deadline))?;
+    println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(())
+}
+
+/// Asks `GET /v1/disputes/{id}` until the dispute is decided (through a verifier that is
+/// restarting, too) and returns its verdict.
+async fn poll_dispute(
+    url: &str,
+    id: &str,
+    deadline: std::time::Instant,
+) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/v1/disputes/{id}");
+    loop {
+        match cli::client::get_json(url, &path).await {
+            Ok((200, status)) if status["state"] == "decided" => {
+                return Ok(status["verdict"].clone());
+            }
+            Ok((200, _)) => {}
+            Ok((404, _)) => anyhow::bail!(
+                "the verifier holds no dispute {id}: the challenge was not accepted; send it again"
+            ),
+            Ok((status, answer)) => eprintln!("{url}{path} answered {status}: {answer}"),
+            Err(e) => eprintln!("{url}{path}: {e:#}; retrying"),
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "dispute {id} is still undecided; ask {url}{path} later"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<()> {
@@ -406,6 +456,25 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
             Err(_) => tracing::warn!(%docker_host, "Docker did not answer within 10 s"),
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Disputes opened before a crash are judged again (after the sweep above removed
+        // the dead process's containers), then every RESUME_INTERVAL any that failed.
+        let resumer = {
+            let (verifier, mut stop) = (verifier.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(vouch_verifier::reexec::RESUME_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tick.tick() => {}
+                    }
+                    match verifier.resume_open_disputes().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(open = n, "judging open disputes"),
+                        Err(e) => tracing::warn!(%e, "cannot list open disputes"),
+                    }
+                }
+            })
+        };
         let mut state = ApiState::new(verifier.clone());
         let mut tasks = vec![];
         let mut net = None;
@@ -446,6 +515,7 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         vouch_verifier::server::run(listener, state, vouch_verifier::server::shutdown_signal())
             .await?;
         let _ = stop_tx.send(true);
+        let _ = resumer.await;
         for t in tasks {
             let _ = t.await;
         }

@@ -5,14 +5,15 @@
 //! sends the receipt, the job spec and the input, names a bond from its own deposited
 //! balance and signs the challenge. The verifier checks that the three describe one job
 //! of this network by a registered operator, still inside the challenge window, then runs
-//! the job **twice** in the sandbox of SPEC.md §5 (same image id, never pulled; same
-//! command, env, input and limits) and compares (output digest, output length, exit code):
+//! the job **twice, at once** in the sandbox of SPEC.md §5 (same image id, never pulled;
+//! same command, env, input and limits) and compares (output digest, output length, exit
+//! code):
 //!
-//! | the two runs | against the receipt | verdict | ledger |
+//! | the two runs | against the receipt | verdict | ledger (`close_dispute`) |
 //! |---|---|---|---|
-//! | equal | different | `slashed` (`already_slashed` the second time) | slash, bounty, jail |
-//! | equal | equal | `dismissed` | the challenger's bond is burned |
-//! | different, or a run broke a limit | — | `void` | nothing |
+//! | equal | different | `slashed` (`already_slashed` if another dispute slashed it) | slash, bounty, jail; bond unlocked |
+//! | equal | equal | `dismissed` | the bond is burned |
+//! | different, or a run broke a limit | — | `void` | bond unlocked |
 //!
 //! Two runs that differ show the workload is not deterministic, so neither of them proves
 //! the receipt wrong. A run that breaks a limit gives no result to compare (the operator
@@ -28,36 +29,67 @@
 //!
 //! The signing root commits to the operator and the job, so one wrong receipt is one
 //! offence: twenty challengers racing slash once (the ledger records the offence in the
-//! slash's transaction) and the first one's challenger gets the bounty. The challenger
-//! signs the dispute id with its ledger key (strict ed25519), so nobody can spend another
-//! key's bond; the ledger burns a dispute's bond at most once, so replaying a dismissed
-//! challenge costs nothing more.
+//! slash's transaction) and the first one's challenger gets the bounty; the others' disputes
+//! end `already_slashed` and get their bonds back. The challenger signs the dispute id with
+//! its ledger key (strict ed25519), so nobody can spend another key's bond.
 //!
-//! The bond is checked against the challenger's deposited balance before the runs and
-//! taken after them. A challenger that queues a withdrawal in between keeps its bond: the
-//! verdict then says `bond_forfeited: false` and why. (Locking the bond first would close
-//! that; it needs a second ledger event per dispute.)
+//! # Durability: open, judge, close
+//!
+//! A challenge that passes the checks (and whose image is present) is recorded **before**
+//! anything runs, and every verdict is recorded in one more transaction:
+//!
+//! 1. `open_dispute` (admin request, one event): locks the bond — it leaves the challenger's
+//!    deposited balance, so it can be neither withdrawn nor bonded twice while the runs go
+//!    on, but stays in the ledger's totals and in the challenger's slashable stake — and
+//!    stores the whole challenge (receipt, spec, input: the *evidence*, whose SHA-256 the
+//!    event carries) in the ledger's `disputes` table. One dispute id is opened once.
+//! 2. the two runs, at once, each holding one of [`MAX_CONCURRENT_REEXECUTIONS`] slots;
+//! 3. `close_dispute` (one event): the slash and the bond's release, the burn, or the
+//!    release alone, with the verdict (the [`ResultVerdict`] without its event) stored
+//!    beside the dispute. A decided dispute cannot be decided again.
+//!
+//! A verifier killed between 1 and 3 finds the dispute open when it starts again and judges
+//! it from the stored evidence ([`Verifier::resume_open_disputes`], also every
+//! [`RESUME_INTERVAL`] for disputes whose runs failed for the infrastructure's reasons), so
+//! every opened dispute ends in exactly one verdict. The containers of the killed process
+//! carry the verifier's Docker label and are removed by the sweep at start.
+//!
+//! A second submission of an open dispute waits for the same judgment (one per dispute id
+//! in this process); a submission of a decided one answers its stored verdict at once
+//! (`slashed` reads `already_slashed` then: that submission caused no slash), and
+//! `GET /v1/disputes/{id}` answers either state, for a challenger whose connection died.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use tracing::Instrument as _;
 use vouch_exec::{LimitKind, RunOutcome};
-use vouch_proto::{Determinism, Digest, JobId, JobSpec, NetworkId, SignedReceipt};
+use vouch_proto::{Determinism, Digest, JobId, JobSpec, NetworkId, ReceiptJson, SignedReceipt};
 
-use crate::disputes::{VerdictOutcome, Verifier};
+use crate::disputes::Verifier;
 use crate::error::{DisputeError, LedgerError};
 use crate::events::Event;
-use crate::requests::{decimal, Key, RequestBody, Sig};
+use crate::ledger::{DisputeRecord, DisputeVerdict};
+use crate::requests::{decimal, Key, RequestBody, Ruling, Sig};
 
 /// Domain tag of a wrong-result offence id.
 pub const WRONG_RESULT_TAG: &[u8] = b"vouch/offence/wrong-result/v1";
 /// Domain tag of a result dispute id (what the challenger signs).
 pub const RESULT_DISPUTE_TAG: &[u8] = b"vouch/dispute/result/v1";
-/// Re-executions judged at once; more disputes wait for a slot.
-pub const MAX_CONCURRENT_REEXECUTIONS: usize = 2;
+/// Re-execution containers running at once. A dispute runs its two together, so this
+/// judges two disputes at a time; more wait for slots.
+pub const MAX_CONCURRENT_REEXECUTIONS: usize = 4;
+/// Runs per dispute (taken from [`MAX_CONCURRENT_REEXECUTIONS`] together).
+pub const RUNS_PER_DISPUTE: u32 = 2;
+/// How often a running verifier looks for open disputes nobody is judging (those whose
+/// runs failed for the infrastructure's reasons, say while Docker was down).
+pub const RESUME_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the challenger stakes on its claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,21 +271,111 @@ pub struct ResultVerdict {
     pub runs: Vec<RunReport>,
     /// Whether the challenger's bond was burned (only ever for `dismissed`).
     pub bond_forfeited: bool,
-    /// The ledger event: the slash (the earlier one for `already_slashed`) or the bond
-    /// forfeit; none for `void`.
+    /// The `close_dispute` event that recorded the verdict: the slash with the bond's
+    /// release, the burn, or the release alone. `None` only in the report the ledger
+    /// stores with that event.
     pub event: Option<Event>,
 }
 
-/// What the checks before the runs established.
-struct Checked {
-    job_id: JobId,
-    offence: [u8; 32],
-    dispute: [u8; 32],
+/// What the ledger stores with an open wrong-result dispute: the whole challenge, so a
+/// restarted verifier can judge it. Its SHA-256 is the `evidence` of `open_dispute`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Evidence {
+    /// `"wrong_result"`.
+    kind: String,
+    challenger: Key,
+    bond: Bond,
+    signature: Sig,
+    receipt: ReceiptJson,
+    spec: serde_json::Value,
+    input_base64: String,
 }
 
+impl ResultChallenge {
+    /// The evidence bytes stored with the dispute.
+    fn to_evidence(&self) -> Result<Vec<u8>, DisputeError> {
+        let evidence = Evidence {
+            kind: "wrong_result".into(),
+            challenger: self.challenger,
+            bond: self.bond.clone(),
+            signature: self.signature,
+            receipt: self.receipt.to_json(),
+            spec: serde_json::to_value(&self.spec)
+                .map_err(|e| DisputeError::Internal(format!("spec as JSON: {e}")))?,
+            input_base64: base64::engine::general_purpose::STANDARD.encode(&self.input),
+        };
+        serde_json::to_vec(&evidence)
+            .map_err(|e| DisputeError::Internal(format!("evidence as JSON: {e}")))
+    }
+
+    /// The challenge stored as evidence; `Err` says why it cannot be read.
+    fn from_evidence(bytes: &[u8]) -> Result<Self, String> {
+        let e: Evidence = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if e.kind != "wrong_result" {
+            return Err(format!("evidence of a {:?} dispute", e.kind));
+        }
+        let spec_bytes = serde_json::to_vec(&e.spec).map_err(|e| e.to_string())?;
+        Ok(ResultChallenge {
+            challenger: e.challenger,
+            bond: e.bond,
+            signature: e.signature,
+            receipt: e.receipt.verify().map_err(|e| format!("receipt: {e}"))?,
+            spec: JobSpec::from_json(&spec_bytes).map_err(|e| format!("spec: {e}"))?,
+            input: base64::engine::general_purpose::STANDARD
+                .decode(e.input_base64.as_bytes())
+                .map_err(|e| format!("input: {e}"))?
+                .into(),
+        })
+    }
+}
+
+/// A dispute as `GET /v1/disputes/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeStatus {
+    /// The dispute id (hex).
+    pub dispute: String,
+    /// `open` (the bond is locked, the verdict still to come) or `decided`.
+    pub state: String,
+    /// Whose bond.
+    pub challenger: Key,
+    /// The bond as opened.
+    pub bond: Bond,
+    /// What is locked now (zero once decided).
+    #[serde(with = "decimal")]
+    pub locked: u128,
+    /// The `open_dispute` event.
+    #[serde(with = "decimal")]
+    pub opened_seq: u64,
+    /// The verifier's clock when it was opened.
+    #[serde(with = "decimal")]
+    pub opened_at_ms: u64,
+    /// The verdict, once decided.
+    pub verdict: Option<ResultVerdict>,
+}
+
+/// What the checks before opening found.
+enum Admitted {
+    /// Never opened: open it.
+    New { offence: [u8; 32] },
+    /// Opened before and still open: wait for its verdict.
+    Open,
+    /// Decided before: its verdict.
+    Decided(Box<ResultVerdict>),
+}
+
+/// The state of one judgment running in this process: `None` until it ends, then why it
+/// could not reach a verdict, if it could not.
+pub(crate) type Judgment = watch::Receiver<Option<Result<(), String>>>;
+
 impl Verifier {
-    /// Judges a wrong-result dispute: checks it, re-runs the job twice and rules (see the
-    /// module docs). A refused dispute (`Err`) changes nothing in the ledger.
+    /// Judges a wrong-result dispute (see the module docs): checks it, opens it (locking the
+    /// bond), re-runs the job twice at once and records the verdict. A refused dispute
+    /// (`Err` before opening) changes nothing in the ledger; after opening, an `Err` is
+    /// [`DisputeError::Pending`]: the dispute stays open and is judged again later.
+    ///
+    /// The same challenge again: while it is open, this waits for the same judgment; once
+    /// decided, it answers the stored verdict (`slashed` as `already_slashed`).
     pub async fn dispute_result(
         self: &Arc<Self>,
         challenge: ResultChallenge,
@@ -261,110 +383,156 @@ impl Verifier {
     ) -> Result<ResultVerdict, DisputeError> {
         let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
         let challenge = Arc::new(challenge);
-        let checked = {
+        let dispute = challenge.id(&self.network())?;
+        let id = hex::encode(dispute);
+        let admitted = {
             let (this, c) = (self.clone(), challenge.clone());
-            blocking(move || this.check_result_challenge(&c, now_ms)).await?
+            blocking(move || this.admit_result_challenge(&c, &dispute, now_ms)).await?
         };
-        let runs = {
-            // The semaphore is never closed, so acquiring only fails if it were.
-            let _slot = self
-                .reexec
-                .acquire()
-                .await
-                .map_err(|_| DisputeError::NoExecutor)?;
-            let mut runs = Vec::with_capacity(2);
-            for _ in 0..2 {
-                let outcome = executor
-                    .run(checked.job_id, &challenge.spec, challenge.input.clone())
-                    .await?;
-                runs.push(RunReport::of_run(&outcome));
+        match admitted {
+            Admitted::Decided(mut v) => {
+                if v.outcome == ResultOutcome::Slashed {
+                    v.outcome = ResultOutcome::AlreadySlashed;
+                }
+                return Ok(*v);
             }
-            runs
-        };
-        let claimed = RunReport::of_receipt(&challenge.receipt);
-        let operator = Key(challenge.receipt.receipt.operator.0);
-        let mut verdict = ResultVerdict {
-            kind: "wrong_result".into(),
-            outcome: ResultOutcome::Void,
-            reason: String::new(),
-            offence: hex::encode(checked.offence),
-            dispute: hex::encode(checked.dispute),
-            operator,
-            job_id: checked.job_id,
-            receipt: claimed.clone(),
-            runs: runs.clone(),
-            bond_forfeited: false,
-            event: None,
-        };
-        if let Some(detail) = runs.iter().find_map(|r| match r {
-            RunReport::LimitExceeded { detail, .. } => Some(detail.clone()),
-            RunReport::Exited { .. } => None,
-        }) {
-            verdict.reason =
-                format!("a re-execution broke a limit, so there is no result to compare: {detail}");
-        } else if runs[0] != runs[1] {
-            verdict.reason = "the two re-executions differ: the workload is not deterministic, \
-                              so neither proves the receipt wrong"
-                .into();
-        } else if runs[0] == claimed {
-            let this = self.clone();
-            let c = challenge.clone();
-            let dispute = verdict.dispute.clone();
-            let (forfeited, event, why) =
-                blocking(move || this.forfeit(&c, dispute, now_ms)).await?;
-            verdict.outcome = ResultOutcome::Dismissed;
-            verdict.bond_forfeited = forfeited;
-            verdict.event = event;
-            verdict.reason = format!("both re-executions give the receipt's result; {why}");
-        } else {
-            let this = self.clone();
-            let (offence, challenger) = (verdict.offence.clone(), challenge.challenger);
-            let fraction = self.config().wrong_result_slash_ppm;
-            let (outcome, event) =
-                blocking(move || this.slash_once(offence, operator, fraction, challenger, now_ms))
+            Admitted::Open => {}
+            Admitted::New { offence } => {
+                // Before anything is locked: the daemon must answer and hold the image (it
+                // is never pulled), or the challenger could not get its bond back soon.
+                executor
+                    .resolve_image(&challenge.spec.image.to_string())
                     .await?;
-            verdict.outcome = match outcome {
-                VerdictOutcome::Slashed => ResultOutcome::Slashed,
-                VerdictOutcome::AlreadySlashed => ResultOutcome::AlreadySlashed,
-            };
-            verdict.reason =
-                "both re-executions agree with each other and not with the receipt".into();
-            if outcome == VerdictOutcome::Slashed {
-                tracing::info!(
-                    target: "vouch_verifier::disputes",
-                    offence = %verdict.offence,
-                    %operator,
-                    challenger = %challenge.challenger,
-                    seq = event.seq,
-                    "wrong result slashed"
-                );
+                let evidence = challenge.to_evidence()?;
+                let (this, c, key) = (self.clone(), challenge.clone(), id.clone());
+                let opened = blocking(move || {
+                    let body = RequestBody::OpenDispute {
+                        dispute: key,
+                        challenger: c.challenger,
+                        asset: c.bond.asset.clone(),
+                        amount: c.bond.amount,
+                        evidence: hex::encode(Sha256::digest(&evidence)),
+                    };
+                    this.apply_admin_with(body, &evidence, now_ms)
+                })
+                .await;
+                match opened {
+                    Ok(applied) => tracing::info!(
+                        target: "vouch_verifier::disputes",
+                        dispute = %id,
+                        offence = %hex::encode(offence),
+                        challenger = %challenge.challenger,
+                        seq = applied.event.seq,
+                        "wrong-result dispute opened; bond locked"
+                    ),
+                    // Opened by a racing submission of the same challenge: join it.
+                    Err(DisputeError::Ledger(LedgerError::DisputeExists { .. })) => {}
+                    Err(e) => return Err(e),
+                }
             }
-            verdict.event = Some(event);
         }
-        tracing::info!(
-            target: "vouch_verifier::disputes",
-            dispute = %verdict.dispute,
-            job_id = %verdict.job_id,
-            outcome = ?verdict.outcome,
-            "wrong-result dispute judged"
-        );
+        self.await_verdict(&id).await
+    }
+
+    /// The dispute `id` as the ledger holds it, with the stored verdict. Blocking.
+    pub fn result_dispute_status(&self, id: &str) -> Result<Option<DisputeStatus>, DisputeError> {
+        let Some(record) = self.ledger().dispute(id)? else {
+            return Ok(None);
+        };
+        let verdict = match &record.closed {
+            None => None,
+            Some(_) => Some(self.stored_verdict(&record)?),
+        };
+        Ok(Some(DisputeStatus {
+            dispute: record.id,
+            state: if verdict.is_some() { "decided" } else { "open" }.into(),
+            challenger: record.challenger,
+            bond: Bond {
+                asset: record.asset,
+                amount: record.bond,
+            },
+            locked: record.locked,
+            opened_seq: record.opened_seq,
+            opened_at_ms: record.opened_at_ms,
+            verdict,
+        }))
+    }
+
+    /// Starts judging every open dispute that no task of this process is judging yet (at
+    /// start, after a crash; then every [`RESUME_INTERVAL`]). Returns how many are open.
+    pub async fn resume_open_disputes(self: &Arc<Self>) -> Result<usize, DisputeError> {
+        if self.executor.is_none() {
+            return Ok(0);
+        }
+        let this = self.clone();
+        let open = blocking(move || Ok(this.ledger().open_disputes()?)).await?;
+        for d in &open {
+            self.judge_in_background(&d.id);
+        }
+        Ok(open.len())
+    }
+
+    /// The verdict of a decided dispute: the stored report with its event. Blocking.
+    fn stored_verdict(&self, record: &DisputeRecord) -> Result<ResultVerdict, DisputeError> {
+        let Some(closed) = &record.closed else {
+            return Err(DisputeError::Internal(format!(
+                "dispute {} is not decided",
+                record.id
+            )));
+        };
+        let mut verdict = match closed
+            .report
+            .as_deref()
+            .map(serde_json::from_str::<ResultVerdict>)
+        {
+            Some(Ok(v)) => v,
+            // Decided by another admin client without our report: say what the ledger knows.
+            _ => {
+                let evidence = self
+                    .ledger()
+                    .dispute_evidence(&record.id)?
+                    .unwrap_or_default();
+                let c = ResultChallenge::from_evidence(&evidence).map_err(|why| {
+                    DisputeError::Internal(format!("dispute {}: evidence: {why}", record.id))
+                })?;
+                let mut v = report_of(&c, &record.id, vec![]);
+                v.reason = "decided without a report from this verifier".into();
+                v
+            }
+        };
+        verdict.outcome = match closed.verdict {
+            DisputeVerdict::Slashed => ResultOutcome::Slashed,
+            DisputeVerdict::AlreadySlashed => ResultOutcome::AlreadySlashed,
+            DisputeVerdict::Dismissed => ResultOutcome::Dismissed,
+            DisputeVerdict::Void => ResultOutcome::Void,
+        };
+        verdict.bond_forfeited = closed.verdict == DisputeVerdict::Dismissed;
+        verdict.event = Some(self.event_at(closed.seq, &record.id)?);
         Ok(verdict)
     }
 
-    /// Everything that can be checked before running anything. Blocking (ledger reads).
-    fn check_result_challenge(
+    /// Checks before opening (blocking: ledger reads). A dispute the ledger already holds
+    /// skips the rest: it was checked when it was opened.
+    fn admit_result_challenge(
         &self,
         c: &ResultChallenge,
+        dispute: &[u8; 32],
         now_ms: u64,
-    ) -> Result<Checked, DisputeError> {
-        let network = self.network();
+    ) -> Result<Admitted, DisputeError> {
         if c.challenger == Key::of(self.admin()) {
             return Err(DisputeError::Challenger(
                 "the verifier's own key cannot challenge".into(),
             ));
         }
-        let dispute = c.id(&network)?;
-        c.challenger.verify("challenger", &dispute, &c.signature)?;
+        c.challenger.verify("challenger", dispute, &c.signature)?;
+        let ledger = self.ledger();
+        if let Some(record) = ledger.dispute(&hex::encode(dispute))? {
+            return Ok(match record.closed {
+                None => Admitted::Open,
+                Some(_) => Admitted::Decided(Box::new(self.stored_verdict(&record)?)),
+            });
+        }
+        let network = self.network();
         let r = &c.receipt;
         r.verify().map_err(|source| DisputeError::Receipt {
             which: "receipt",
@@ -403,7 +571,6 @@ impl Verifier {
                 "the spec is nondeterministic (SPEC.md §5.5)".into(),
             ));
         }
-        let ledger = self.ledger();
         let window_ms = ledger.config().challenge_window_ms();
         let open_until = r.receipt.issued_at_ms.saturating_add(window_ms);
         if open_until < now_ms {
@@ -422,6 +589,8 @@ impl Verifier {
                 LedgerError::Invalid("bond amount must be greater than zero".into()).into(),
             );
         }
+        // Checked again, atomically, when the bond is locked; here so that a challenge that
+        // cannot be bonded is refused before Docker is asked anything.
         let available = ledger.balance(&c.challenger, &c.bond.asset)?;
         if available < c.bond.amount {
             return Err(LedgerError::InsufficientBalance {
@@ -432,42 +601,235 @@ impl Verifier {
             }
             .into());
         }
-        Ok(Checked {
-            job_id,
+        Ok(Admitted::New {
             offence: wrong_result_offence(r),
-            dispute,
         })
     }
 
-    /// Burns the bond of a dismissed challenge: (forfeited, event, a clause for the reason).
-    fn forfeit(
-        &self,
-        c: &ResultChallenge,
-        dispute: String,
-        now_ms: u64,
-    ) -> Result<(bool, Option<Event>, String), DisputeError> {
-        let body = RequestBody::ForfeitBond {
-            challenger: c.challenger,
-            asset: c.bond.asset.clone(),
-            amount: c.bond.amount,
-            dispute: dispute.clone(),
+    /// Waits for the judgment of the open dispute `id` (starting it if none runs) and
+    /// answers the verdict the ledger then holds.
+    async fn await_verdict(self: &Arc<Self>, id: &str) -> Result<ResultVerdict, DisputeError> {
+        let mut judgment = self.judge_in_background(id);
+        let why = match judgment.wait_for(Option::is_some).await.as_deref() {
+            Ok(Some(Ok(()))) => None,
+            Ok(Some(Err(why))) => Some(why.clone()),
+            _ => Some("the judgment ended without an answer".to_owned()),
         };
-        match self.apply_admin(body, now_ms) {
-            Ok(applied) => Ok((
-                true,
-                Some(applied.event),
-                "the challenger's bond is forfeited".into(),
-            )),
-            Err(DisputeError::Ledger(LedgerError::AlreadyForfeited { event_seq, .. })) => Ok((
-                true,
-                Some(self.event_at(event_seq, &dispute)?),
-                "the challenger's bond was already forfeited for this dispute".into(),
-            )),
-            Err(DisputeError::Ledger(e @ LedgerError::InsufficientBalance { .. })) => {
-                Ok((false, None, format!("the bond could not be taken: {e}")))
-            }
-            Err(e) => Err(e),
+        let (this, key) = (self.clone(), id.to_owned());
+        let status = blocking(move || this.result_dispute_status(&key)).await?;
+        match status.and_then(|s| s.verdict) {
+            Some(v) => Ok(v),
+            None => Err(DisputeError::Pending {
+                dispute: id.to_owned(),
+                why: why.unwrap_or_else(|| "it is still being judged".into()),
+            }),
         }
+    }
+
+    /// The judgment of `id` running in this process, started if there is none: one per
+    /// dispute, whoever asks. It runs in its own task, so a challenger that hangs up does
+    /// not stop it.
+    fn judge_in_background(self: &Arc<Self>, id: &str) -> Judgment {
+        let mut running = self
+            .judgments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A closed channel is a judgment that ended (or whose task died): start another.
+        if let Some(j) = running.get(id).filter(|j| j.has_changed().is_ok()) {
+            return j.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        running.insert(id.to_owned(), rx.clone());
+        let (this, key) = (self.clone(), id.to_owned());
+        let span = tracing::info_span!(target: "vouch_verifier::disputes", "judge", dispute = %id);
+        tokio::spawn(
+            async move {
+                let result = this.judge(&key).await;
+                if let Err(e) = &result {
+                    tracing::warn!(target: "vouch_verifier::disputes", %e, "no verdict yet; the dispute stays open");
+                }
+                this.judgments
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+                let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+            }
+            .instrument(span),
+        );
+        rx
+    }
+
+    /// Judges the open dispute `id` from its stored evidence and records the verdict.
+    async fn judge(self: &Arc<Self>, id: &str) -> Result<(), DisputeError> {
+        let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
+        let (this, key) = (self.clone(), id.to_owned());
+        let (record, evidence) = blocking(move || {
+            let ledger = this.ledger();
+            Ok((ledger.dispute(&key)?, ledger.dispute_evidence(&key)?))
+        })
+        .await?;
+        let record = record.ok_or_else(|| LedgerError::UnknownDispute(id.to_owned()))?;
+        if record.closed.is_some() {
+            return Ok(());
+        }
+        let challenge = match ResultChallenge::from_evidence(&evidence.unwrap_or_default()) {
+            Ok(c) => c,
+            // Only an admin client other than this verifier can store such evidence; the
+            // bond goes back, as for any dispute without a verdict.
+            Err(why) => {
+                return self
+                    .close_blocking(id, Ruling::Void, unreadable_report(&record, &why))
+                    .await
+            }
+        };
+        let job_id = challenge.receipt.receipt.job_id;
+        let runs = {
+            // The semaphore is never closed, so acquiring only fails if it were.
+            let _slots = self
+                .reexec
+                .acquire_many(RUNS_PER_DISPUTE)
+                .await
+                .map_err(|_| DisputeError::NoExecutor)?;
+            let (spec, input) = (&challenge.spec, &challenge.input);
+            let (a, b) = tokio::join!(
+                executor.run(job_id, spec, input.clone()),
+                executor.run(job_id, spec, input.clone()),
+            );
+            vec![RunReport::of_run(&a?), RunReport::of_run(&b?)]
+        };
+        let mut report = report_of(&challenge, id, runs.clone());
+        let ruling = if let Some(detail) = runs.iter().find_map(|r| match r {
+            RunReport::LimitExceeded { detail, .. } => Some(detail.clone()),
+            RunReport::Exited { .. } => None,
+        }) {
+            report.reason =
+                format!("a re-execution broke a limit, so there is no result to compare: {detail}");
+            Ruling::Void
+        } else if runs[0] != runs[1] {
+            report.reason = "the two re-executions differ: the workload is not deterministic, \
+                             so neither proves the receipt wrong"
+                .into();
+            Ruling::Void
+        } else if runs[0] == report.receipt {
+            report.reason =
+                "both re-executions give the receipt's result; the challenger's bond is forfeited"
+                    .into();
+            Ruling::Dismissed
+        } else {
+            report.reason =
+                "both re-executions agree with each other and not with the receipt".into();
+            let config = self.config();
+            Ruling::Slashed {
+                operator: report.operator,
+                fraction_ppm: config.wrong_result_slash_ppm,
+                bounty_ppm: config.bounty_ppm,
+                jail: config.jail,
+                offence: report.offence.clone(),
+            }
+        };
+        self.close_blocking(id, ruling, report).await
+    }
+
+    async fn close_blocking(
+        self: &Arc<Self>,
+        id: &str,
+        ruling: Ruling,
+        report: ResultVerdict,
+    ) -> Result<(), DisputeError> {
+        let (this, key) = (self.clone(), id.to_owned());
+        blocking(move || this.close(&key, ruling, report)).await
+    }
+
+    /// Records the verdict: one `close_dispute`. A slash that another dispute got in first
+    /// becomes `already_slashed`. Blocking.
+    fn close(
+        &self,
+        id: &str,
+        ruling: Ruling,
+        mut report: ResultVerdict,
+    ) -> Result<(), DisputeError> {
+        let now_ms = self.now_ms();
+        let mut ruling = ruling;
+        for _ in 0..2 {
+            report.outcome = match &ruling {
+                Ruling::Slashed { .. } => ResultOutcome::Slashed,
+                Ruling::AlreadySlashed { .. } => ResultOutcome::AlreadySlashed,
+                Ruling::Dismissed => ResultOutcome::Dismissed,
+                Ruling::Void => ResultOutcome::Void,
+            };
+            report.bond_forfeited = ruling == Ruling::Dismissed;
+            report.event = None;
+            let text = serde_json::to_vec(&report)
+                .map_err(|e| DisputeError::Internal(format!("report as JSON: {e}")))?;
+            let body = RequestBody::CloseDispute {
+                dispute: id.to_owned(),
+                ruling: ruling.clone(),
+            };
+            match self.apply_admin_with(body, &text, now_ms) {
+                Ok(applied) => {
+                    tracing::info!(
+                        target: "vouch_verifier::disputes",
+                        dispute = %id,
+                        job_id = %report.job_id,
+                        outcome = ?report.outcome,
+                        operator = %report.operator,
+                        seq = applied.event.seq,
+                        "wrong-result dispute decided"
+                    );
+                    return Ok(());
+                }
+                Err(DisputeError::Ledger(LedgerError::AlreadySlashed { offence, .. })) => {
+                    report.reason = format!(
+                        "{}; an earlier dispute already slashed this receipt",
+                        report.reason
+                    );
+                    ruling = Ruling::AlreadySlashed { offence };
+                }
+                // Decided meanwhile by another writer of the ledger file.
+                Err(DisputeError::Ledger(LedgerError::DisputeClosed { .. })) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DisputeError::Internal(format!(
+            "dispute {id}: the offence was both slashed and not slashed"
+        )))
+    }
+}
+
+/// A verdict report for `challenge` with `runs`, to be completed by the ruling.
+fn report_of(challenge: &ResultChallenge, id: &str, runs: Vec<RunReport>) -> ResultVerdict {
+    ResultVerdict {
+        kind: "wrong_result".into(),
+        outcome: ResultOutcome::Void,
+        reason: String::new(),
+        offence: hex::encode(wrong_result_offence(&challenge.receipt)),
+        dispute: id.to_owned(),
+        operator: Key(challenge.receipt.receipt.operator.0),
+        job_id: challenge.receipt.receipt.job_id,
+        receipt: RunReport::of_receipt(&challenge.receipt),
+        runs,
+        bond_forfeited: false,
+        event: None,
+    }
+}
+
+/// The report of a dispute whose evidence cannot be read (so it names no job).
+fn unreadable_report(record: &DisputeRecord, why: &str) -> ResultVerdict {
+    ResultVerdict {
+        kind: "wrong_result".into(),
+        outcome: ResultOutcome::Void,
+        reason: format!("the stored evidence cannot be read ({why}), so there is nothing to judge"),
+        offence: String::new(),
+        dispute: record.id.clone(),
+        operator: Key([0; 32]),
+        job_id: JobId([0; 32]),
+        receipt: RunReport::LimitExceeded {
+            limit: "evidence".into(),
+            detail: why.to_owned(),
+        },
+        runs: vec![],
+        bond_forfeited: false,
+        event: None,
     }
 }
 

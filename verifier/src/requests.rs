@@ -211,9 +211,69 @@ pub enum RequestBody {
         amount: u128,
         /// The dismissed dispute: 64 lowercase hex characters (for example
         /// [`crate::disputes::ResultChallenge::id`]). Each dispute forfeits at most once; a
-        /// second forfeit naming it is refused with [`LedgerError::AlreadyForfeited`].
+        /// second forfeit naming it is refused with [`LedgerError::AlreadyForfeited`]. A
+        /// dispute opened with `open_dispute` holds its bond itself and is decided with
+        /// `close_dispute`; `forfeit_bond` naming it is refused.
         dispute: String,
     },
+    /// Admin: open a dispute and lock its bond. The bond moves from the challenger's
+    /// deposited balance into the dispute, where it can be neither withdrawn nor bonded
+    /// again, but stays slashable like the deposit it came from; the evidence is stored
+    /// with the dispute so that a restarted verifier can judge it. See `crate::reexec`.
+    OpenDispute {
+        /// The dispute id: 64 lowercase hex characters, never opened before.
+        dispute: String,
+        /// Whose deposited balance holds the bond.
+        challenger: Key,
+        /// A registered asset.
+        asset: String,
+        /// Base units, > 0, at most the challenger's deposited balance.
+        #[serde(with = "decimal")]
+        amount: u128,
+        /// SHA-256 (64 lowercase hex) of the evidence stored with the dispute; the ledger
+        /// refuses the request unless the evidence attached to it has this digest.
+        evidence: String,
+    },
+    /// Admin: decide an open dispute. Every verdict closes it in one transaction:
+    /// `slashed` slashes (as `slash` does, bounty to the dispute's challenger) and unlocks
+    /// the bond; `already_slashed` and `void` unlock it; `dismissed` burns it.
+    CloseDispute {
+        /// An open dispute.
+        dispute: String,
+        /// The verdict.
+        ruling: Ruling,
+    },
+}
+
+/// The verdict of a `close_dispute` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Ruling {
+    /// The receipt is wrong: slash `operator` for `offence`, pay the bounty to the
+    /// dispute's challenger, unlock the bond.
+    Slashed {
+        /// The operator.
+        operator: Key,
+        /// Fraction of the allocated stake to remove, 1..=1_000_000 ppm.
+        fraction_ppm: u32,
+        /// Share of the slashed amount paid to the challenger, 0..1_000_000 ppm.
+        bounty_ppm: u32,
+        /// Whether the operator is jailed as well.
+        jail: bool,
+        /// The offence (64 lowercase hex), slashed at most once like `slash`'s.
+        offence: String,
+    },
+    /// The receipt is wrong but an earlier slash already punished `offence` (the ledger
+    /// checks that it did): unlock the bond.
+    AlreadySlashed {
+        /// The offence (64 lowercase hex).
+        offence: String,
+    },
+    /// The receipt is right: burn the bond.
+    Dismissed,
+    /// No verdict (the workload is not deterministic, a run broke a limit, the evidence
+    /// could not be read): unlock the bond.
+    Void,
 }
 
 impl RequestBody {
@@ -230,6 +290,8 @@ impl RequestBody {
             RequestBody::Deallocate { .. } => "deallocate",
             RequestBody::Slash { .. } => "slash",
             RequestBody::ForfeitBond { .. } => "forfeit_bond",
+            RequestBody::OpenDispute { .. } => "open_dispute",
+            RequestBody::CloseDispute { .. } => "close_dispute",
         }
     }
 }
@@ -314,7 +376,9 @@ impl SignedRequest {
         match &self.body {
             RequestBody::RegisterAsset { .. }
             | RequestBody::Slash { .. }
-            | RequestBody::ForfeitBond { .. } => {
+            | RequestBody::ForfeitBond { .. }
+            | RequestBody::OpenDispute { .. }
+            | RequestBody::CloseDispute { .. } => {
                 if self.actor != *admin {
                     return Err(LedgerError::Unauthorized {
                         actor: self.actor,

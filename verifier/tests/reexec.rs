@@ -25,8 +25,8 @@ use vouch_proto::{
     SignedReceipt,
 };
 use vouch_verifier::{
-    result_dispute_id, router, ApiState, Bond, CollateralLedger, DisputeConfig, Key, RequestBody,
-    Sig, SqliteLedger, Verifier,
+    result_dispute_id, router, verify_chain, ApiState, Bond, CollateralLedger, DisputeConfig, Key,
+    RequestBody, Sig, SqliteLedger, Verifier,
 };
 
 /// Alice's stake, delegated to the operator, fully allocated.
@@ -94,8 +94,9 @@ impl App {
             label.clone(),
         ));
         let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
-            .with_executor(docker.clone());
-        let state = ApiState::new(Arc::new(verifier)).with_clock(|| NOW);
+            .with_executor(docker.clone())
+            .with_clock(|| NOW);
+        let state = ApiState::new(Arc::new(verifier));
         let app = App {
             router: router(state),
             ledger,
@@ -256,13 +257,29 @@ async fn resolve(app: &App, image: &str) -> Digest {
     app.docker.resolve_image(image).await.expect("image")
 }
 
+/// Slashes in the log: `slash` events and disputes closed with one.
 fn slash_events(ledger: &SqliteLedger) -> usize {
     ledger
         .events_from(0, 1000)
         .expect("events")
         .iter()
-        .filter(|e| e.kind == "slash")
+        .filter(|e| {
+            e.kind == "slash"
+                || (e.kind == "close_dispute"
+                    && e.payload["request"]["body"]["ruling"]["verdict"] == "slashed")
+        })
         .count()
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON answer"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,7 +311,19 @@ async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
     assert_eq!(runs[0], runs[1], "wc is deterministic");
     assert_eq!(runs[0]["status"], "exited");
     assert_ne!(runs[0]["output_digest"], v["receipt"]["output_digest"]);
-    assert_eq!(v["event"]["kind"], "slash");
+    // One event opened the dispute (locking the bond), one decided it: slash and release.
+    assert_eq!(v["event"]["kind"], "close_dispute");
+    assert_eq!(v["event"]["payload"]["result"]["verdict"], "slashed");
+    assert_eq!(
+        v["event"]["payload"]["result"]["released"],
+        BOND.to_string()
+    );
+    let dispute = v["dispute"].as_str().expect("dispute id").to_owned();
+    let (status, status_v) = get(&app.router, &format!("/v1/disputes/{dispute}")).await;
+    assert_eq!(status, StatusCode::OK, "{status_v}");
+    assert_eq!(status_v["state"], "decided");
+    assert_eq!(status_v["locked"], "0");
+    assert_eq!(status_v["verdict"], v);
 
     // Half of Alice's stake is cut; a tenth of that is the bounty; the operator is jailed.
     let slashed = STAKE / 2;
@@ -330,6 +359,39 @@ async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
     assert_eq!(again["event"], v["event"], "the earlier slash event");
     assert_eq!(app.ledger.snapshot().expect("snapshot"), before);
     assert_eq!(slash_events(&app.ledger), 1);
+
+    // Another challenger disputing the same receipt has its own dispute: judged, but the
+    // offence is slashed already, so its bond comes back and nothing else moves.
+    let other = sk(41);
+    let mut s = Signer::default();
+    let deposit = s.req(
+        &other,
+        RequestBody::Deposit {
+            asset: "eth".into(),
+            amount: BOND,
+        },
+    );
+    let (status, body) = post(&app.router, "/v1/requests", &deposit).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, third) = post(
+        &app.router,
+        "/v1/disputes/result",
+        &challenge(&other, &lie, &spec, input),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["outcome"], "already_slashed", "{third}");
+    assert_ne!(third["dispute"], v["dispute"]);
+    assert_eq!(
+        third["event"]["payload"]["result"]["released"],
+        BOND.to_string()
+    );
+    assert_eq!(
+        app.ledger.balance(&Key::of(&other), "eth").expect("bal"),
+        BOND
+    );
+    assert_eq!(slash_events(&app.ledger), 1);
+    assert!(app.ledger.open_disputes().expect("open").is_empty());
     assert!(
         app.leftover_containers().is_empty(),
         "containers left behind"
@@ -371,7 +433,9 @@ async fn honest_receipt_is_dismissed_and_the_bond_burned() {
     assert_eq!(v["bond_forfeited"], true);
     assert_eq!(v["runs"][0], v["receipt"]);
     assert_eq!(v["runs"][1], v["receipt"]);
-    assert_eq!(v["event"]["kind"], "forfeit_bond");
+    assert_eq!(v["event"]["kind"], "close_dispute");
+    assert_eq!(v["event"]["payload"]["result"]["verdict"], "dismissed");
+    // The challenger's holdings (deposit + locked bond) lose the bond.
     assert_eq!(
         v["event"]["conservation"]["eth"],
         json!({"before": "1000", "after": "900", "burned": "100", "rewarded": "0"})
@@ -436,7 +500,11 @@ async fn nondeterministic_or_limit_breaking_runs_are_void() {
         .as_str()
         .expect("reason")
         .contains("not deterministic"));
-    assert!(v["event"].is_null());
+    assert_eq!(v["event"]["payload"]["result"]["verdict"], "void");
+    assert_eq!(
+        v["event"]["payload"]["result"]["released"],
+        BOND.to_string()
+    );
     assert_eq!(v["bond_forfeited"], false);
 
     // A run over its timeout gives no result to compare.
@@ -460,16 +528,110 @@ async fn nondeterministic_or_limit_breaking_runs_are_void() {
     assert_eq!(v["runs"][0]["limit"], "timeout");
     assert!(v["reason"].as_str().expect("reason").contains("limit"));
 
-    assert_eq!(
-        app.ledger.snapshot().expect("snapshot"),
-        before,
-        "void changes nothing"
-    );
+    // Void moves no stake: every bond came back, nothing was slashed or burned.
+    let after = app.ledger.snapshot().expect("snapshot");
+    assert_eq!(after.balances, before.balances, "void changes no balance");
+    assert_eq!(after.assets, before.assets);
+    assert_eq!(after.withdrawals, before.withdrawals);
+    assert_eq!(after.operators, before.operators);
+    assert_eq!(after.offences, before.offences);
+    assert_eq!(after.disputes.len(), 2);
+    assert!(app.ledger.open_disputes().expect("open").is_empty());
+    verify_chain(
+        &app.ledger.events_from(0, 1000).expect("events"),
+        &app.ledger.verifier_key(),
+    )
+    .expect("chain");
     assert!(
         app.leftover_containers().is_empty(),
         "containers left behind"
     );
     eprintln!("void: {:?}", started.elapsed());
+}
+
+/// The same challenge twice at once, while its runs take a while: one dispute, one
+/// judgment, one verdict for both; meanwhile the bond is locked and the dispute shows open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dispute_submitted_twice_is_judged_once_with_its_bond_locked() {
+    if !docker_available().await {
+        return;
+    }
+    let started = Instant::now();
+    let app = App::new().await;
+    let input = b"echoed after a nap\n";
+    let spec = spec(
+        resolve(&app, "vouch/sleep:dev").await,
+        &["3000"],
+        input,
+        "twice",
+    );
+    let lie = sign_receipt(
+        &operator(),
+        network(),
+        &spec,
+        b"not the input\n",
+        0,
+        NOW - 10,
+    );
+    let body = challenge(&challenger(), &lie, &spec, input);
+    let first = tokio::spawn({
+        let (router, body) = (app.router.clone(), body.clone());
+        async move { post(&router, "/v1/disputes/result", &body).await }
+    });
+    // Opened (bond locked) before anything runs.
+    let me = Key::of(&challenger());
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while app.ledger.open_disputes().expect("open").is_empty() {
+        assert!(Instant::now() < deadline, "the dispute was never opened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second = tokio::spawn({
+        let (router, body) = (app.router.clone(), body.clone());
+        async move { post(&router, "/v1/disputes/result", &body).await }
+    });
+    assert_eq!(app.ledger.locked(&me, "eth").expect("locked"), BOND);
+    let dispute = app.ledger.open_disputes().expect("open")[0].id.clone();
+    let (status, open) = get(&app.router, &format!("/v1/disputes/{dispute}")).await;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    assert_eq!(open["state"], "open");
+    assert_eq!(open["locked"], BOND.to_string());
+    assert!(open["verdict"].is_null());
+    // The locked bond cannot leave: only the rest of the deposit can be withdrawn.
+    let all = vouch_verifier::SignedRequest::sign(
+        &NET,
+        &challenger(),
+        100,
+        RequestBody::QueueWithdrawal {
+            asset: "eth".into(),
+            amount: CHALLENGER_DEPOSIT,
+        },
+    )
+    .expect("sign");
+    let (status, refused) = post(&app.router, "/v1/requests", &all).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "insufficient_balance");
+
+    let (s1, v1) = first.await.expect("first");
+    let (s2, v2) = second.await.expect("second");
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{v1} {v2}");
+    assert_eq!(v1["outcome"], "slashed", "{v1}");
+    assert_eq!(v2, v1, "the same judgment");
+    let kinds: Vec<String> = app
+        .ledger
+        .events_from(0, 1000)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.contains("dispute"))
+        .collect();
+    assert_eq!(kinds, ["open_dispute", "close_dispute"]);
+    assert_eq!(slash_events(&app.ledger), 1);
+    assert_eq!(app.ledger.locked(&me, "eth").expect("locked"), 0);
+    assert!(
+        app.leftover_containers().is_empty(),
+        "containers left behind"
+    );
+    eprintln!("submitted twice: {:?}", started.elapsed());
 }
 
 /// Challenges refused before anything runs: 4xx with a code, and the ledger unchanged.

@@ -42,6 +42,14 @@ pub async fn post_json_within(
     Ok((status, json))
 }
 
+/// `GET {base}{path}`; the status and the parsed JSON answer.
+pub async fn get_json(base: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, body) = exchange("GET", base, path, "", &[], TIMEOUT).await?;
+    let json = serde_json::from_slice(&body)
+        .with_context(|| format!("HTTP {status}: the answer is not JSON"))?;
+    Ok((status, json))
+}
+
 /// `GET {base}{path}`, with `Authorization: Bearer {api_key}` if given; the status and the
 /// raw body.
 pub async fn get_bytes(

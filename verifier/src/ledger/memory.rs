@@ -1,13 +1,13 @@
 //! [`MemoryLedger`]: the same rules over plain maps, for tests.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ed25519_dalek::SigningKey;
 
 use super::{
-    apply_request, AssetState, CollateralLedger, Ctx, LedgerConfig, OperatorState, Snapshot, Store,
-    Withdrawal,
+    apply_request, AssetState, CollateralLedger, Ctx, DisputeRecord, LedgerConfig, OperatorState,
+    Snapshot, Store, Withdrawal,
 };
 use crate::error::Result;
 use crate::events::Event;
@@ -24,6 +24,8 @@ struct State {
     operators: BTreeMap<Key, OperatorState>,
     nonces: BTreeMap<Key, u64>,
     offences: BTreeMap<String, u64>,
+    /// Records and their evidence (shared: the state is copied per request).
+    disputes: BTreeMap<String, (DisputeRecord, Arc<[u8]>)>,
     events: Vec<Event>,
 }
 
@@ -169,6 +171,47 @@ impl Store for State {
         self.offences.insert(id.to_owned(), seq);
         Ok(())
     }
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>> {
+        Ok(self.disputes.get(id).map(|(d, _)| d.clone()))
+    }
+    fn open_disputes_of(&self, who: &Key) -> Result<Vec<DisputeRecord>> {
+        Ok(self
+            .disputes
+            .values()
+            .filter(|(d, _)| d.challenger == *who && d.closed.is_none())
+            .map(|(d, _)| d.clone())
+            .collect())
+    }
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>> {
+        Ok(self
+            .disputes
+            .values()
+            .filter(|(d, _)| d.closed.is_none())
+            .map(|(d, _)| d.clone())
+            .collect())
+    }
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.disputes.get(id).map(|(_, e)| e.to_vec()))
+    }
+    fn insert_dispute(&mut self, d: &DisputeRecord, evidence: &[u8]) -> Result<()> {
+        if self.disputes.contains_key(&d.id) {
+            return Err(crate::LedgerError::Corrupt(format!(
+                "dispute {} stored twice",
+                d.id
+            )));
+        }
+        self.disputes
+            .insert(d.id.clone(), (d.clone(), Arc::from(evidence)));
+        Ok(())
+    }
+    fn update_dispute(&mut self, d: &DisputeRecord) -> Result<()> {
+        let (stored, _) = self.disputes.get_mut(&d.id).ok_or_else(|| {
+            crate::LedgerError::Corrupt(format!("dispute {} is not stored", d.id))
+        })?;
+        stored.locked = d.locked;
+        stored.closed = d.closed.clone();
+        Ok(())
+    }
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>> {
         Ok(self.events.last().map(|e| (e.seq, e.hash)))
     }
@@ -195,6 +238,11 @@ impl Store for State {
             operators: self.operators.clone(),
             nonces: self.nonces.clone(),
             offences: self.offences.clone(),
+            disputes: self
+                .disputes
+                .iter()
+                .map(|(k, (d, _))| (k.clone(), d.clone()))
+                .collect(),
             event_count: self.events.len() as u64,
             last_hash: self.events.last().map(|e| e.hash),
         })
@@ -208,7 +256,12 @@ impl CollateralLedger for MemoryLedger {
     fn verifier_key(&self) -> Key {
         Key::of(&self.signer)
     }
-    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied> {
+    fn apply_with(
+        &self,
+        request: &SignedRequest,
+        attachment: &[u8],
+        now_ms: u64,
+    ) -> Result<Applied> {
         let mut guard = self.lock();
         let mut next = guard.clone();
         let cx = Ctx {
@@ -216,9 +269,21 @@ impl CollateralLedger for MemoryLedger {
             network_id: &self.network_id,
             signer: &self.signer,
         };
-        let applied = apply_request(&mut next, &cx, request, now_ms)?;
+        let applied = apply_request(&mut next, &cx, request, attachment, now_ms)?;
         *guard = next;
         Ok(applied)
+    }
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>> {
+        Store::dispute(&*self.lock(), id)
+    }
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Store::dispute_evidence(&*self.lock(), id)
+    }
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>> {
+        Store::open_disputes(&*self.lock())
+    }
+    fn locked(&self, restaker: &Key, asset: &str) -> Result<u128> {
+        super::locked(&*self.lock(), restaker, asset)
     }
     fn balance(&self, restaker: &Key, asset: &str) -> Result<u128> {
         self.lock().balance(restaker, asset)

@@ -10,8 +10,8 @@
 //!   TEXT keeps the file readable with the `sqlite3` shell and the values exact;
 //! - keys are lowercase hex TEXT, so `ORDER BY` gives the same order as `Key`'s `Ord`;
 //! - the schema version is `PRAGMA user_version`, migrated on open inside an exclusive
-//!   transaction, one step at a time (`tests/migration.rs` opens a committed version-1
-//!   file); the file remembers the verifier key, network id and config it was
+//!   transaction, one step at a time (`tests/migration.rs` opens committed version-1 and
+//!   version-2 files); the file remembers the verifier key, network id and config it was
 //!   created with and refuses to open with others.
 
 use std::collections::BTreeMap;
@@ -24,15 +24,15 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    apply_request, Applied, AssetState, CollateralLedger, Ctx, LedgerConfig, OperatorState,
-    PendingDeallocation, Snapshot, Store, Withdrawal,
+    apply_request, Applied, AssetState, CollateralLedger, Ctx, DisputeClosed, DisputeRecord,
+    DisputeVerdict, LedgerConfig, OperatorState, PendingDeallocation, Snapshot, Store, Withdrawal,
 };
 use crate::error::{LedgerError, Result};
 use crate::events::Event;
 use crate::requests::{Key, SignedRequest};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -58,6 +58,18 @@ CREATE TABLE events (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, event TEXT NOT
 /// Version 1 → 2: one slash per offence. `event_seq` is the slash event that punished it.
 const MIGRATION_V2: &str = "
 CREATE TABLE offences (id TEXT PRIMARY KEY, event_seq INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Version 2 → 3: disputes that lock their bond (`open_dispute` / `close_dispute`).
+/// `locked` is what the dispute holds now; `verdict` is NULL while it is open. The evidence
+/// (up to a few MiB) makes this an ordinary rowid table.
+const MIGRATION_V3: &str = "
+CREATE TABLE disputes (
+    id TEXT PRIMARY KEY, challenger TEXT NOT NULL, asset TEXT NOT NULL, bond TEXT NOT NULL,
+    locked TEXT NOT NULL, opened_seq INTEGER NOT NULL, opened_at_ms TEXT NOT NULL,
+    evidence_digest TEXT NOT NULL, evidence BLOB NOT NULL,
+    verdict TEXT, closed_seq INTEGER, closed_at_ms TEXT, report TEXT);
+CREATE INDEX open_disputes_by_challenger ON disputes (challenger, id) WHERE verdict IS NULL;
 ";
 
 /// A ledger stored in a SQLite file. Several `SqliteLedger`s (threads or processes) may
@@ -124,6 +136,9 @@ impl SqliteLedger {
         }
         if version < 2 {
             tx.execute_batch(MIGRATION_V2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(MIGRATION_V3)?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -198,6 +213,83 @@ impl SqlStore<'_> {
                 asset,
                 amount: dec(&amount, "withdrawal amount")?,
                 claimable_at_ms: dec(&at, "claimable_at_ms")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn disputes_where(
+        &self,
+        clause: &str,
+        arg: &dyn rusqlite::ToSql,
+    ) -> Result<Vec<DisputeRecord>> {
+        let sql = format!(
+            "SELECT id, challenger, asset, bond, locked, opened_seq, opened_at_ms, evidence_digest, \
+             verdict, closed_seq, closed_at_ms, report FROM disputes WHERE {clause} ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows = stmt.query_map([arg], |r| {
+            Ok::<Row, rusqlite::Error>((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+            ))
+        })?;
+        let seq = |v: i64| {
+            u64::try_from(v).map_err(|_| LedgerError::Corrupt("negative dispute seq".into()))
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, ch, asset, bond, locked, oseq, oat, digest, verdict, cseq, cat, report) = row?;
+            let closed = match (verdict, cseq, cat) {
+                (None, None, None) => None,
+                (Some(v), Some(cseq), Some(cat)) => Some(DisputeClosed {
+                    verdict: verdict_from_name(&v).ok_or_else(|| {
+                        LedgerError::Corrupt(format!("dispute {id}: verdict {v:?}"))
+                    })?,
+                    seq: seq(cseq)?,
+                    at_ms: dec(&cat, "closed_at_ms")?,
+                    report,
+                }),
+                _ => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "dispute {id}: half a verdict"
+                    )))
+                }
+            };
+            out.push(DisputeRecord {
+                challenger: key(&ch)?,
+                asset,
+                bond: dec(&bond, "bond")?,
+                locked: dec(&locked, "locked")?,
+                opened_seq: seq(oseq)?,
+                opened_at_ms: dec(&oat, "opened_at_ms")?,
+                evidence: digest,
+                closed,
+                id,
             });
         }
         Ok(out)
@@ -441,6 +533,75 @@ impl Store for SqlStore<'_> {
             .execute(params![id, seq])?;
         Ok(())
     }
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>> {
+        Ok(self.disputes_where("id = ?1", &id)?.pop())
+    }
+    fn open_disputes_of(&self, who: &Key) -> Result<Vec<DisputeRecord>> {
+        self.disputes_where("challenger = ?1 AND verdict IS NULL", &who.to_hex())
+    }
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>> {
+        self.disputes_where("verdict IS NULL AND 1 = ?1", &1)
+    }
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT evidence FROM disputes WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+    fn insert_dispute(&mut self, d: &DisputeRecord, evidence: &[u8]) -> Result<()> {
+        let seq = i64::try_from(d.opened_seq).map_err(|_| LedgerError::Overflow("event seq"))?;
+        // No OR REPLACE: a duplicate id is a broken invariant and must fail the transaction.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO disputes (id, challenger, asset, bond, locked, opened_seq, \
+                 opened_at_ms, evidence_digest, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                d.id,
+                d.challenger.to_hex(),
+                d.asset,
+                d.bond.to_string(),
+                d.locked.to_string(),
+                seq,
+                d.opened_at_ms.to_string(),
+                d.evidence,
+                evidence,
+            ])?;
+        if d.closed.is_some() {
+            self.update_dispute(d)?;
+        }
+        Ok(())
+    }
+    fn update_dispute(&mut self, d: &DisputeRecord) -> Result<()> {
+        let verdict = d.closed.as_ref().map(|c| verdict_name(c.verdict));
+        let cseq = d
+            .closed
+            .as_ref()
+            .map(|c| i64::try_from(c.seq).map_err(|_| LedgerError::Overflow("event seq")))
+            .transpose()?;
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE disputes SET locked = ?2, verdict = ?3, closed_seq = ?4, \
+                 closed_at_ms = ?5, report = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                d.id,
+                d.locked.to_string(),
+                verdict,
+                cseq,
+                d.closed.as_ref().map(|c| c.at_ms.to_string()),
+                d.closed.as_ref().and_then(|c| c.report.clone()),
+            ])?;
+        if n != 1 {
+            return Err(LedgerError::Corrupt(format!(
+                "dispute {} is not stored",
+                d.id
+            )));
+        }
+        Ok(())
+    }
     fn last_event(&self) -> Result<Option<(u64, [u8; 32])>> {
         let row: Option<(i64, Vec<u8>)> = self
             .conn
@@ -531,6 +692,9 @@ impl Store for SqlStore<'_> {
             let seq = u64::try_from(seq).map_err(|_| LedgerError::Corrupt("offence seq".into()))?;
             snap.offences.insert(id, seq);
         }
+        for d in self.disputes_where("1 = ?1", &1)? {
+            snap.disputes.insert(d.id.clone(), d);
+        }
         let count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
@@ -541,6 +705,26 @@ impl Store for SqlStore<'_> {
     }
 }
 
+fn verdict_name(v: DisputeVerdict) -> &'static str {
+    match v {
+        DisputeVerdict::Slashed => "slashed",
+        DisputeVerdict::AlreadySlashed => "already_slashed",
+        DisputeVerdict::Dismissed => "dismissed",
+        DisputeVerdict::Void => "void",
+    }
+}
+
+fn verdict_from_name(v: &str) -> Option<DisputeVerdict> {
+    [
+        DisputeVerdict::Slashed,
+        DisputeVerdict::AlreadySlashed,
+        DisputeVerdict::Dismissed,
+        DisputeVerdict::Void,
+    ]
+    .into_iter()
+    .find(|x| verdict_name(*x) == v)
+}
+
 impl CollateralLedger for SqliteLedger {
     fn config(&self) -> &LedgerConfig {
         &self.config
@@ -548,7 +732,12 @@ impl CollateralLedger for SqliteLedger {
     fn verifier_key(&self) -> Key {
         Key::of(&self.signer)
     }
-    fn apply(&self, request: &SignedRequest, now_ms: u64) -> Result<Applied> {
+    fn apply_with(
+        &self,
+        request: &SignedRequest,
+        attachment: &[u8],
+        now_ms: u64,
+    ) -> Result<Applied> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let cx = Ctx {
@@ -557,9 +746,27 @@ impl CollateralLedger for SqliteLedger {
             signer: &self.signer,
         };
         // On any error `tx` is dropped here, which rolls everything back.
-        let applied = apply_request(&mut SqlStore { conn: &tx }, &cx, request, now_ms)?;
+        let applied = apply_request(
+            &mut SqlStore { conn: &tx },
+            &cx,
+            request,
+            attachment,
+            now_ms,
+        )?;
         tx.commit()?;
         Ok(applied)
+    }
+    fn dispute(&self, id: &str) -> Result<Option<DisputeRecord>> {
+        self.read(|s| s.dispute(id))
+    }
+    fn dispute_evidence(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|s| s.dispute_evidence(id))
+    }
+    fn open_disputes(&self) -> Result<Vec<DisputeRecord>> {
+        self.read(|s| s.open_disputes())
+    }
+    fn locked(&self, restaker: &Key, asset: &str) -> Result<u128> {
+        self.read(|s| super::locked(s, restaker, asset))
     }
     fn balance(&self, restaker: &Key, asset: &str) -> Result<u128> {
         self.read(|s| s.balance(restaker, asset))
