@@ -3,7 +3,7 @@
 # BENCHMARKS.md) and target/bench/report.json. Each figure is measured next to its baseline
 # in the same run; ratios, not absolute times, are what carries over between machines.
 #
-#   bash scripts/bench.sh            # full run (about 7 minutes on 2 cores)
+#   bash scripts/bench.sh            # full run (about 9 minutes on 2 cores)
 #   BENCH_QUICK=1 bash scripts/bench.sh   # fewer samples, for a smoke check
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,13 +32,12 @@ fi
 echo "==> gossip: 25-node loopback network (vouch-net)" >&2
 cargo bench -p vouch-net --bench gossip -- ${quick:+--quick} --json "$out/gossip.json" >"$out/gossip.md"
 
-python3 scripts/bench_report.py "${CARGO_TARGET_DIR:-$repo/target}/criterion" "$out/node.json" "$out/node.md" >"$out/report.md"
-{ echo; echo "## Gossip: 25-node loopback network"; echo; cat "$out/gossip.md"; } >>"$out/report.md"
-python3 - "$out/report.json" "$out/gossip.json" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-report["gossip"] = json.load(open(sys.argv[2]))
-json.dump(report, open(sys.argv[1], "w"), indent=2)
-PY
+echo "==> verifier: durable ledger events/s, equivocation checks, disputes vs one execution" >&2
+cargo bench -p vouch-verifier --bench verifier -- ${quick:+--quick} --json "$out/verifier.json" >"$out/verifier.md"
+
+python3 scripts/bench_report.py "${CARGO_TARGET_DIR:-$repo/target}/criterion" "$out/node.json" "$out/node.md" \
+  --section gossip "Gossip: 25-node loopback network" "$out/gossip.json" "$out/gossip.md" \
+  --section verifier "Verifier: ledger events/s, equivocation proofs, wrong-result disputes" "$out/verifier.json" "$out/verifier.md" \
+  >"$out/report.md"
 echo "==> wrote $out/report.md and $out/report.json" >&2
 cat "$out/report.md"
