@@ -98,6 +98,9 @@ up() {
     nurl="http://127.0.0.1:$((port + i - 1))"
     fault=()
     [ "$i" = 3 ] && fault=(--fault wrong-output)
+    # Node 1 hands a replicated job's disagreement to the verifier itself, bonding with
+    # restaker 1's key (its deposit is seeded below).
+    [ "$i" = 1 ] && fault=(--challenger-key "$state/restaker1/verifier.pem" --dispute-bond eth:10)
     say "Starting vouch-node $i on $nurl (gossip on tcp/$((p2p + i)))"
     nohup "$bin/vouch-node" run --data-dir "$state/node$i" --listen "127.0.0.1:$((port + i - 1))" --network "$network" \
       --p2p-listen "/ip4/127.0.0.1/tcp/$((p2p + i))" --p2p-bootstrap "$boot" --no-mdns \
@@ -197,7 +200,21 @@ up() {
   note "outcome: $(echo "$rep" | json 'd["outcome"]'); disagreeing: $(echo "$rep" | json '[o[:16] for o in d["disagreeing"]]')"
   note "the dishonest operator 3 (${op3:0:16}…) is caught by its own signed, revealed receipt"
 
-  say "6. A challenger disputes operator 3's receipt; the verifier re-runs the job twice and rules"
+  say "6. Node 1 hands the disagreement to the verifier on its own: it disputes operator 3's receipt, bonding 10 ETH-units of restaker 1; the verifier re-runs the job twice and rules"
+  stake() { curl -fsS "$vurl/v1/operators/$1" | json '"stake %s, jailed %s" % (d["slashable_stake"].get("eth", "0"), d["jailed"])'; }
+  for _ in $(seq 1 600); do
+    dstatus=$(curl -fsS "$url/v1/jobs/$rid/replication" | json '(d["disputes"] or [{}])[0].get("status", "")')
+    case "$dstatus" in ""|queued|pending) sleep 0.2 ;; *) break ;; esac
+  done
+  did=$(curl -fsS "$url/v1/jobs/$rid/replication" | json 'd["disputes"][0]["dispute"]')
+  curl -fsS "$vurl/v1/disputes/$did" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["verdict"]))' >"$state/last-verdict.json"
+  note "dispute ${did:0:16}…: $dstatus — $(json 'd["reason"]' <"$state/last-verdict.json")"
+  [ "$dstatus" = slashed ] || { echo "expected node 1's dispute to slash operator 3, got '$dstatus'" >&2; exit 1; }
+  note "receipt claimed output $(json 'd["receipt"]["output_digest"][:24]' <"$state/last-verdict.json")…, both re-runs gave $(json 'd["runs"][0]["output_digest"][:24]' <"$state/last-verdict.json")…"
+  note "now: operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
+  note "(half of operator 3's stake is slashed: 10% of it is the bounty, paid to the challenger, restaker 1, whose"
+  note " deposit is delegated to operator 1; the rest is burned; operator 3 is jailed)"
+  note "a second challenger (restaker 2, with the CLI) reporting the same receipt:"
   python3 - "$state/last-replication.json" "$op3" "$url/v1/jobs/$rid" >"$state/dispute-job.json" <<'PY'
 import json, sys, urllib.request
 rep = json.load(open(sys.argv[1]))
@@ -205,15 +222,9 @@ job = json.load(urllib.request.urlopen(sys.argv[3]))
 bad = next(o for o in rep["operators"] if o["operator"] == sys.argv[2])
 print(json.dumps({"spec": job["spec"], "receipt": bad["receipt"]}))
 PY
-  stake() { curl -fsS "$vurl/v1/operators/$1" | json '"stake %s, jailed %s" % (d["slashable_stake"].get("eth", "0"), d["jailed"])'; }
-  note "before: operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
-  "$bin/vouch-verifier" dispute result --url "$vurl" --challenger-key "$state/restaker1/verifier.pem" \
-    --job "$state/dispute-job.json" --node "$url" --bond-asset eth --bond-amount 10 >"$state/last-verdict.json"
-  note "verdict: $(json 'd["outcome"]' <"$state/last-verdict.json") — $(json 'd["reason"]' <"$state/last-verdict.json")"
-  note "receipt claimed output $(json 'd["receipt"]["output_digest"][:24]' <"$state/last-verdict.json")…, both re-runs gave $(json 'd["runs"][0]["output_digest"][:24]' <"$state/last-verdict.json")…"
-  note "after:  operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
-  note "(half of operator 3's stake is slashed: 10% of it is the bounty, paid to the challenger, restaker 1, whose"
-  note " deposit is delegated to operator 1; the rest is burned; operator 3 is jailed)"
+  "$bin/vouch-verifier" dispute result --url "$vurl" --challenger-key "$state/restaker2/verifier.pem" \
+    --job "$state/dispute-job.json" --node "$url" --bond-asset eth --bond-amount 10 >"$state/second-verdict.json"
+  note "verdict: $(json 'd["outcome"]' <"$state/second-verdict.json") (one offence is slashed once; restaker 2's bond is returned)"
   note "the slash is gossiped as a signed verdict; the nodes drop operator 3 from their registry:"
   for _ in $(seq 1 50); do
     n=$(curl -fsS "$url/v1/peers" | json 'len(d["registry"]["operators"])')

@@ -96,6 +96,12 @@ pub struct P2pConfig {
     /// How long replicas have to commit after a replicated job is announced, ms (on top
     /// of the job's own time limit).
     pub commit_window_ms: u64,
+    /// Key (PKCS#8 PEM) this node raises wrong-result disputes with when a replicated job
+    /// it announced ends in disagreement; it needs a deposited balance on the verifier's
+    /// ledger to bond. Unset: disagreements are reported, not handed off.
+    pub challenger_key: Option<PathBuf>,
+    /// The bond of each such dispute, `ASSET:AMOUNT` in base units (e.g. `eth:10`).
+    pub dispute_bond: Option<String>,
 }
 
 impl Default for P2pConfig {
@@ -110,6 +116,8 @@ impl Default for P2pConfig {
             registry_refresh_ms: 5_000,
             sync_interval_ms: 10_000,
             commit_window_ms: 30_000,
+            challenger_key: None,
+            dispute_bond: None,
         }
     }
 }
@@ -239,6 +247,13 @@ pub struct RunArgs {
     /// Verifier key whose verdicts are accepted (64 hex).
     #[arg(long, env = "VOUCH_VERIFIER_KEY")]
     pub verifier_key: Option<String>,
+    /// Raise wrong-result disputes with this key (PKCS#8 PEM, bonded on the verifier's
+    /// ledger) when a replicated job this node announced ends in disagreement.
+    #[arg(long, env = "VOUCH_CHALLENGER_KEY")]
+    pub challenger_key: Option<PathBuf>,
+    /// Bond of each dispute raised, ASSET:AMOUNT in base units (e.g. eth:10).
+    #[arg(long, env = "VOUCH_DISPUTE_BOND")]
+    pub dispute_bond: Option<String>,
     /// Misbehave on purpose, for demos and dispute tests only.
     #[arg(long, env = "VOUCH_FAULT")]
     pub fault: Option<Fault>,
@@ -297,6 +312,12 @@ impl Config {
         if let Some(v) = &args.verifier_key {
             config.p2p.verifier_key = Some(v.clone());
         }
+        if let Some(v) = &args.challenger_key {
+            config.p2p.challenger_key = Some(v.clone());
+        }
+        if let Some(v) = &args.dispute_bond {
+            config.p2p.dispute_bond = Some(v.clone());
+        }
         if let Some(f) = args.fault {
             config.fault = Some(f);
         }
@@ -344,6 +365,16 @@ impl Config {
                     )));
                 }
             }
+        }
+        match (&self.p2p.challenger_key, &self.p2p.dispute_bond) {
+            (None, None) => {}
+            (Some(_), Some(bond)) => {
+                crate::disputes::parse_bond(bond).map_err(NodeError::Config)?;
+                if self.p2p.verifier_url.is_none() {
+                    return bad("p2p.challenger_key needs p2p.verifier_url (--verifier-url): disputes go to that verifier");
+                }
+            }
+            _ => return bad("p2p.challenger_key and p2p.dispute_bond (--challenger-key, --dispute-bond) go together"),
         }
         for k in self
             .p2p

@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod config;
+pub mod disputes;
 pub mod error;
 pub mod executor;
 pub mod keys;

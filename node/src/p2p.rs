@@ -25,10 +25,11 @@ use vouch_proto::{
 };
 
 use crate::config::Config;
+use crate::disputes::{self, status, Challenger, DisputeView, Posted};
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::replication::{self, Report};
-use crate::store::{now_ms, JobStore};
+use crate::store::{now_ms, JobStore, ReplicaDispute};
 
 /// File (in the data directory) holding the node's libp2p identity key.
 pub const P2P_KEY: &str = "p2p-key";
@@ -78,6 +79,8 @@ pub struct P2p {
     pub registry_source: String,
     /// Last error fetching the registry, if the last attempt failed.
     pub registry_error: RwLock<Option<String>>,
+    /// Who raises disputes about disagreeing replicas, if configured.
+    pub challenger: Option<Challenger>,
     refresh: Notify,
 }
 
@@ -228,12 +231,17 @@ impl P2p {
                 .map_err(|e| NodeError::Config(format!("peer-to-peer network: {e}")))?;
         let addrs = net.listen_addrs().await.unwrap_or_default();
         tracing::info!(target: "vouch::p2p", peer_id = %net.local_peer_id(), addrs = ?addrs, registry = %registry_source, "joined the peer-to-peer network");
+        let challenger = match (&pc.challenger_key, &pc.dispute_bond, &pc.verifier_url) {
+            (Some(key), Some(bond), Some(url)) => Some(Challenger::load(key, bond, url)?),
+            _ => None,
+        };
         let p2p = Arc::new(P2p {
             net,
             operators,
             verifier_key,
             registry_source,
             registry_error: RwLock::new(registry_error),
+            challenger,
             refresh: Notify::new(),
         });
         let mut tasks = vec![tokio::spawn(inbound(
@@ -252,6 +260,11 @@ impl P2p {
                 stop.clone(),
             )));
         }
+        tasks.push(tokio::spawn(dispute_ticker(
+            node.clone(),
+            p2p.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(reveal_ticker(node.clone(), p2p.clone(), stop)));
         Ok(Some((p2p, tasks)))
     }
@@ -652,8 +665,12 @@ async fn reveal_ticker(node: Arc<Node>, p2p: Arc<P2p>, mut stop: watch::Receiver
 
 /// The replication report of a job this node tracks.
 pub async fn report(node: &Node, p2p: &P2p, job_id: JobId) -> Option<(JobSpec, Report)> {
-    let (row, msgs) = blocking(&node.store, move |s| {
-        Ok((s.replica(&job_id)?, s.replica_msgs(&job_id)?))
+    let (row, msgs, disputes) = blocking(&node.store, move |s| {
+        Ok((
+            s.replica(&job_id)?,
+            s.replica_msgs(&job_id)?,
+            s.replica_disputes(Some(&job_id), &[])?,
+        ))
     })
     .await
     .ok()?;
@@ -661,8 +678,181 @@ pub async fn report(node: &Node, p2p: &P2p, job_id: JobId) -> Option<(JobSpec, R
     let a = JobAnnouncement::decode(&row.announcement).ok()?;
     let (spec, id) = a.verify().ok()?;
     let selected = p2p.select(&id, spec.replicas);
-    let r = replication::report(&a, &id, spec.replicas, &selected, &msgs, now_ms());
+    let mut r = replication::report(&a, &id, spec.replicas, &selected, &msgs, now_ms());
+    r.disputes = disputes
+        .into_iter()
+        .map(|d| DisputeView {
+            operator: d.operator,
+            dispute: d.dispute,
+            status: d.status,
+            detail: d.detail,
+            attempts: d.attempts,
+        })
+        .collect();
     Some((spec, r))
+}
+
+/// Replicated jobs older than this are not looked at for disputes any more (their
+/// receipts are near or past the challenge window).
+const HAND_OFF_HORIZON_MS: u64 = 24 * 3600 * 1000;
+
+/// Hands disagreements to the verifier (`disputes.rs`): looks at every replicated job this
+/// node announced once it is complete, records the disputes it calls for, and posts (or
+/// asks about) the ones not final yet. Runs apart from the reveal ticker, so a verifier
+/// judging slowly never delays a reveal.
+async fn dispute_ticker(node: Arc<Node>, p2p: Arc<P2p>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        let since = now_ms().saturating_sub(HAND_OFF_HORIZON_MS);
+        let jobs = blocking(&node.store, move |s| s.replicas_to_hand_off(since)).await;
+        for job_id in jobs.unwrap_or_default() {
+            look_for_disputes(&node, &p2p, job_id).await;
+        }
+        let Some(ch) = &p2p.challenger else {
+            continue;
+        };
+        let due = blocking(&node.store, |s| {
+            s.replica_disputes(None, &[status::QUEUED, status::PENDING])
+        })
+        .await;
+        for d in due.unwrap_or_default() {
+            if d.attempts > 0 && now_ms() < d.updated_at_ms.saturating_add(disputes::RETRY_MS) {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = advance_dispute(&node, ch, d) => {}
+            }
+        }
+    }
+}
+
+/// Decides, once a replicated job this node announced is complete, which receipts to
+/// dispute, and records that (and that the job was looked at).
+async fn look_for_disputes(node: &Node, p2p: &P2p, job_id: JobId) {
+    let Some((_, rep)) = report(node, p2p, job_id).await else {
+        return;
+    };
+    let mine = rep.announcer == node.signer.operator();
+    if mine && rep.phase != "complete" {
+        return;
+    }
+    let mut raised = Vec::new();
+    if mine && rep.outcome == "disagreed" && rep.agreed.is_some() {
+        let network = node.signer.network_id();
+        for op in &rep.disagreeing {
+            let Some(receipt) = rep
+                .operators
+                .iter()
+                .find(|o| o.operator == *op)
+                .and_then(|o| o.receipt.as_ref())
+                .and_then(|j| j.verify().ok())
+            else {
+                continue;
+            };
+            let (dispute, status, detail) = match &p2p.challenger {
+                Some(ch) => (
+                    hex::encode(ch.dispute_id(&network, &receipt)),
+                    status::QUEUED,
+                    "to be posted to the verifier".to_string(),
+                ),
+                None => (
+                    String::new(),
+                    status::NOT_CONFIGURED,
+                    "not handed off: this node has no challenger (--challenger-key, --dispute-bond)"
+                        .to_string(),
+                ),
+            };
+            raised.push(ReplicaDispute {
+                job_id,
+                operator: *op,
+                receipt: receipt.encode().to_vec(),
+                dispute,
+                status: status.to_string(),
+                detail,
+                attempts: 0,
+                updated_at_ms: now_ms(),
+            });
+        }
+        tracing::warn!(target: "vouch::p2p", %job_id, disagreeing = rep.disagreeing.len(), handed_off = p2p.challenger.is_some(), "replicated job disagreed");
+    }
+    let _ = blocking(&node.store, move |s| s.hand_off(&job_id, &raised)).await;
+}
+
+/// Posts a queued dispute, or asks the verifier about a pending one, and records the
+/// answer.
+async fn advance_dispute(node: &Node, ch: &Challenger, d: ReplicaDispute) {
+    let job_id = d.job_id;
+    let posted = if d.status == status::PENDING {
+        ch.poll(&d.dispute).await
+    } else {
+        match dispute_evidence(node, &d).await {
+            Ok((receipt, spec, input)) => {
+                let body = ch.body(&node.signer.network_id(), &receipt, &spec, &input);
+                ch.post(&body).await
+            }
+            Err(e) => Posted::Refused(format!("cannot assemble the evidence: {e}")),
+        }
+    };
+    let attempts = d.attempts + 1;
+    let (status, detail) = match posted {
+        Posted::Verdict(outcome, reason) => (outcome, reason),
+        Posted::Pending => (
+            status::PENDING.to_string(),
+            "the verifier is judging".to_string(),
+        ),
+        Posted::Refused(why) => (status::REFUSED.to_string(), why),
+        Posted::Retry(why) if attempts >= disputes::MAX_ATTEMPTS => (
+            status::FAILED.to_string(),
+            format!("gave up after {attempts} attempts: {why}"),
+        ),
+        Posted::Retry(why) => (status::QUEUED.to_string(), why),
+    };
+    // A pending dispute is asked about without limit; only failed posts count.
+    let attempts = if status == status::PENDING {
+        d.attempts.max(1)
+    } else {
+        attempts
+    };
+    tracing::info!(target: "vouch::p2p", %job_id, operator = %d.operator, dispute = %d.dispute, %status, %detail, "wrong-result dispute");
+    let op = d.operator;
+    let _ = blocking(&node.store, move |s| {
+        s.set_replica_dispute(&job_id, &op, &status, &detail, attempts)
+    })
+    .await;
+}
+
+/// The receipt, spec and input a dispute carries.
+async fn dispute_evidence(
+    node: &Node,
+    d: &ReplicaDispute,
+) -> Result<(SignedReceipt, JobSpec, Vec<u8>), String> {
+    let receipt = SignedReceipt::decode(&d.receipt).map_err(|e| e.to_string())?;
+    let job_id = d.job_id;
+    let (row, kept, job_input) = blocking(&node.store, move |s| {
+        Ok((
+            s.replica(&job_id)?,
+            s.replica_input(&job_id)?,
+            s.input(&job_id)?,
+        ))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let row = row.ok_or("the replicated job is gone")?;
+    let a = JobAnnouncement::decode(&row.announcement).map_err(|e| e.to_string())?;
+    let (spec, _) = a.verify().map_err(|e| e.to_string())?;
+    let input = if !a.input.is_empty() || spec.input_digest == vouch_proto::Digest::of(b"") {
+        a.input
+    } else {
+        kept.or(job_input)
+            .ok_or("this node no longer holds the input")?
+    };
+    Ok((receipt, spec, input))
 }
 
 /// Builds and signs the announcement of a replicated job this node accepts from a client.

@@ -81,6 +81,9 @@ pub struct Report {
     pub operators: Vec<ReplicaView>,
     /// Rules broken.
     pub faults: Vec<Fault>,
+    /// Wrong-result disputes this node raised about disagreeing receipts (on the
+    /// announcing node only; `disputes.rs`).
+    pub disputes: Vec<crate::disputes::DisputeView>,
 }
 
 /// How long after the commit deadline revealing may take before missing reveals count as
@@ -265,6 +268,7 @@ pub fn report(
         disagreeing,
         operators,
         faults,
+        disputes: Vec::new(),
     }
 }
 

@@ -77,11 +77,45 @@ const MIGRATION_3: &str = "BEGIN EXCLUSIVE;
      COMMIT;";
 
 /// A replicated job's input too large for its announcement, kept by the announcing node
-/// (which serves it to the replicas by digest, and needs it to dispute a wrong replica).
+/// (which serves it to the replicas by digest, and needs it to dispute a wrong replica);
+/// whether its outcome was looked at for disputes; the disputes raised (`disputes.rs`).
 const MIGRATION_4: &str = "BEGIN EXCLUSIVE;
      ALTER TABLE replicas ADD COLUMN input BLOB;
+     ALTER TABLE replicas ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE IF NOT EXISTS replica_disputes (
+         job_id         BLOB NOT NULL,
+         operator       BLOB NOT NULL,
+         receipt        BLOB NOT NULL,
+         dispute        TEXT NOT NULL,
+         status         TEXT NOT NULL,
+         detail         TEXT NOT NULL,
+         attempts       INTEGER NOT NULL DEFAULT 0,
+         updated_at_ms  INTEGER NOT NULL,
+         PRIMARY KEY (job_id, operator)
+     );
      PRAGMA user_version = 4;
      COMMIT;";
+
+/// One row of `replica_disputes`.
+#[derive(Debug, Clone)]
+pub struct ReplicaDispute {
+    /// The replicated job.
+    pub job_id: JobId,
+    /// The operator whose receipt is disputed.
+    pub operator: vouch_proto::OperatorKey,
+    /// Its signed receipt (324 bytes).
+    pub receipt: Vec<u8>,
+    /// The dispute id, 64 hex.
+    pub dispute: String,
+    /// See `disputes::status`.
+    pub status: String,
+    /// Why.
+    pub detail: String,
+    /// Posts attempted.
+    pub attempts: u32,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
 
 /// A replicated job as this node keeps it.
 #[derive(Debug, Clone)]
@@ -373,6 +407,105 @@ impl JobStore {
         }
         tx.commit()?;
         Ok(n == 1)
+    }
+
+    /// Replicated jobs from the last `since_ms` whose outcome has not been looked at for
+    /// disputes yet.
+    pub fn replicas_to_hand_off(&self, since_ms: u64) -> rusqlite::Result<Vec<JobId>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT job_id FROM replicas WHERE handed_off = 0 AND created_at_ms >= ?1 ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([since_ms as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for id in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(id?.as_slice()) {
+                out.push(JobId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that a replicated job's outcome was looked at, with the disputes it calls
+    /// for (each (job, operator) once: a second call adds nothing).
+    pub fn hand_off(&self, job_id: &JobId, disputes: &[ReplicaDispute]) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for d in disputes {
+            tx.execute(
+                "INSERT OR IGNORE INTO replica_disputes(job_id, operator, receipt, dispute, status, detail, attempts, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![d.job_id.0.to_vec(), d.operator.0.to_vec(), d.receipt, d.dispute, d.status, d.detail, d.attempts, d.updated_at_ms as i64],
+            )?;
+        }
+        tx.execute(
+            "UPDATE replicas SET handed_off = 1 WHERE job_id = ?1",
+            [job_id.0.to_vec()],
+        )?;
+        tx.commit()
+    }
+
+    /// Disputes of `job_id`, or every dispute in one of `statuses` when `job_id` is None.
+    pub fn replica_disputes(
+        &self,
+        job_id: Option<&JobId>,
+        statuses: &[&str],
+    ) -> rusqlite::Result<Vec<ReplicaDispute>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT job_id, operator, receipt, dispute, status, detail, attempts, updated_at_ms FROM replica_disputes ORDER BY updated_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                ReplicaDispute {
+                    job_id: JobId([0; 32]),
+                    operator: vouch_proto::OperatorKey([0; 32]),
+                    receipt: r.get(2)?,
+                    dispute: r.get(3)?,
+                    status: r.get(4)?,
+                    detail: r.get(5)?,
+                    attempts: r.get(6)?,
+                    updated_at_ms: r.get::<_, i64>(7)? as u64,
+                },
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (job, op, mut d) = row?;
+            let (Ok(job), Ok(op)) = (
+                <[u8; 32]>::try_from(job.as_slice()),
+                <[u8; 32]>::try_from(op.as_slice()),
+            ) else {
+                continue;
+            };
+            d.job_id = JobId(job);
+            d.operator = vouch_proto::OperatorKey(op);
+            let wanted = match job_id {
+                Some(j) => *j == d.job_id,
+                None => statuses.contains(&d.status.as_str()),
+            };
+            if wanted {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Updates a dispute's status.
+    pub fn set_replica_dispute(
+        &self,
+        job_id: &JobId,
+        operator: &vouch_proto::OperatorKey,
+        status: &str,
+        detail: &str,
+        attempts: u32,
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "UPDATE replica_disputes SET status = ?3, detail = ?4, attempts = ?5, updated_at_ms = ?6 WHERE job_id = ?1 AND operator = ?2",
+            params![job_id.0.to_vec(), operator.0.to_vec(), status, detail, attempts, now_ms() as i64],
+        )?;
+        Ok(())
     }
 
     /// The input kept with a replicated job by [`JobStore::insert_replica`], if any.

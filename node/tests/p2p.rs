@@ -157,6 +157,16 @@ async fn receipts_reach_every_node_and_replicas_are_attributed() {
         json!([]),
         "honest commit-reveal breaks no rule"
     );
+    // The announcing node looks at the disagreement for a dispute; without a challenger
+    // configured it says so instead of handing it off (devnet.sh shows the hand-off).
+    wait_until("the disagreement is looked at for a dispute", async || {
+        !get(&url).await["disputes"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let disputes = get(&url).await["disputes"].clone();
+    assert_eq!(disputes.as_array().unwrap().len(), 1, "{disputes:#}");
+    assert_eq!(disputes[0]["operator"], ops[2]);
+    assert_eq!(disputes[0]["status"], "not_configured", "{disputes:#}");
     // Every replica committed before any revealed.
     let first_reveal = rep["operators"]
         .as_array()

@@ -29,6 +29,7 @@
 
 mod canonical;
 mod digest;
+mod dispute;
 mod error;
 mod gossip;
 mod job;
@@ -37,6 +38,7 @@ mod receipt;
 
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
 pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
+pub use dispute::{result_dispute_id, RESULT_DISPUTE_TAG};
 pub use error::ProtoError;
 pub use gossip::{
     commitment_value, select_replicas, JobAnnouncement, JobMessage, ReplicaCommit, ReplicaReveal,
@@ -75,4 +77,6 @@ pub mod tags {
     pub const VERDICT: &[u8] = b"vouch/verdict/v1";
     /// Prefix of the replica-selection hash.
     pub const SELECT: &[u8] = b"vouch/select/v1";
+    /// Prefix of a result dispute id (what a challenger signs).
+    pub const RESULT_DISPUTE: &[u8] = crate::RESULT_DISPUTE_TAG;
 }

@@ -81,7 +81,7 @@ use crate::requests::{decimal, Key, RequestBody, Ruling, Sig};
 /// Domain tag of a wrong-result offence id.
 pub const WRONG_RESULT_TAG: &[u8] = b"vouch/offence/wrong-result/v1";
 /// Domain tag of a result dispute id (what the challenger signs).
-pub const RESULT_DISPUTE_TAG: &[u8] = b"vouch/dispute/result/v1";
+pub const RESULT_DISPUTE_TAG: &[u8] = vouch_proto::RESULT_DISPUTE_TAG;
 /// Re-execution containers running at once. A dispute runs its two together, so this
 /// judges two disputes at a time; more wait for slots.
 pub const MAX_CONCURRENT_REEXECUTIONS: usize = 4;
@@ -118,17 +118,15 @@ pub fn result_dispute_id(
     receipt_root: &[u8; 32],
     bond: &Bond,
 ) -> Result<[u8; 32], LedgerError> {
-    let value = serde_json::json!({
-        "bond": bond,
-        "challenger": challenger,
-        "receipt": hex::encode(receipt_root),
-    });
-    let canonical = vouch_proto::to_canonical_bytes(&value)?;
-    let mut h = Sha256::new();
-    h.update(RESULT_DISPUTE_TAG);
-    h.update(network.0);
-    h.update(&canonical);
-    Ok(h.finalize().into())
+    // SPEC.md §11.1; the construction lives in vouch-proto so that every challenger (the
+    // CLI, a node handing off a disagreement) signs exactly what is checked here.
+    Ok(vouch_proto::result_dispute_id(
+        network,
+        &challenger.0,
+        receipt_root,
+        &bond.asset,
+        bond.amount,
+    )?)
 }
 
 /// A wrong-result challenge: everything [`Verifier::dispute_result`] needs.

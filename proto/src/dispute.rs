@@ -1,0 +1,78 @@
+//! The id a challenger signs to dispute a receipt's result (SPEC.md §11.1).
+//!
+//! Both sides compute it: a challenger (the `vouch-verifier dispute result` CLI, a node
+//! handing a replicated job's disagreement to the verifier) to sign it, and the verifier to
+//! check that signature. It names the network, the challenger, the receipt and the bond, so
+//! a signature can neither be replayed on another network nor spend another key's bond.
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::{to_canonical_bytes, NetworkId, ProtoError};
+
+/// Domain tag of a result dispute id.
+pub const RESULT_DISPUTE_TAG: &[u8] = b"vouch/dispute/result/v1";
+
+/// `SHA-256("vouch/dispute/result/v1" ‖ network id ‖ canonical JSON {"bond": {"amount",
+/// "asset"}, "challenger", "receipt"})`, where `amount` is a decimal string, `challenger`
+/// the 64-hex public key and `receipt` the 64-hex signing root of the disputed receipt.
+pub fn result_dispute_id(
+    network: &NetworkId,
+    challenger: &[u8; 32],
+    receipt_root: &[u8; 32],
+    bond_asset: &str,
+    bond_amount: u128,
+) -> Result<[u8; 32], ProtoError> {
+    let value = json!({
+        "bond": {"amount": bond_amount.to_string(), "asset": bond_asset},
+        "challenger": hex::encode(challenger),
+        "receipt": hex::encode(receipt_root),
+    });
+    let canonical = to_canonical_bytes(&value)?;
+    let mut h = Sha256::new();
+    h.update(RESULT_DISPUTE_TAG);
+    h.update(network.0);
+    h.update(&canonical);
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_changes_the_id() {
+        let net = NetworkId::from_name("vouch-devnet");
+        let id = |n: &NetworkId, c: u8, r: u8, a: &str, v: u128| {
+            result_dispute_id(n, &[c; 32], &[r; 32], a, v).unwrap()
+        };
+        let base = id(&net, 1, 2, "eth", 10);
+        assert_eq!(base, id(&net, 1, 2, "eth", 10));
+        assert_ne!(base, id(&NetworkId::from_name("other"), 1, 2, "eth", 10));
+        assert_ne!(base, id(&net, 3, 2, "eth", 10));
+        assert_ne!(base, id(&net, 1, 3, "eth", 10));
+        assert_ne!(base, id(&net, 1, 2, "steth", 10));
+        assert_ne!(base, id(&net, 1, 2, "eth", 11));
+    }
+
+    #[test]
+    fn matches_the_spec_s_construction() {
+        // SPEC.md §11.1 spelled out by hand: tag, network id, then the canonical JSON
+        // (keys sorted, no spaces).
+        let net = NetworkId::from_name("vouch-devnet");
+        let json = format!(
+            r#"{{"bond":{{"amount":"10","asset":"eth"}},"challenger":"{}","receipt":"{}"}}"#,
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        let mut h = Sha256::new();
+        h.update(b"vouch/dispute/result/v1");
+        h.update(net.0);
+        h.update(json.as_bytes());
+        let expected: [u8; 32] = h.finalize().into();
+        assert_eq!(
+            result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap(),
+            expected
+        );
+    }
+}
