@@ -12,6 +12,7 @@ use std::sync::RwLock;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
+use sha2::{Digest as _, Sha256};
 
 /// Where the blobs a node serves come from (job specs, inputs, outputs, traces).
 ///
@@ -59,11 +60,21 @@ impl BlobStore for MemoryBlobStore {
     }
 }
 
-/// Whether `bytes` are what `digest` names: their SHA-256, or — for a workload's trace —
-/// the Merkle root (SPEC §7.3) of the leaves they pack as `u16 length ‖ leaf`, repeated.
+/// Whether `bytes` are what `digest` names: their SHA-256; for a canonical job spec, its
+/// job id (SPEC §2.5); or — for a workload's trace — the Merkle root (SPEC §7.3) of the
+/// leaves they pack as `u16 length ‖ leaf`, repeated.
 pub fn blob_matches(bytes: &[u8], digest: &[u8; 32]) -> bool {
     if vouch_proto::Digest::of(bytes).0 == *digest {
         return true;
+    }
+    // A job spec fetched by its job id: SHA-256("vouch/job/v1" ‖ canonical spec).
+    if bytes.len() <= vouch_proto::MAX_SPEC_BYTES {
+        let mut h = Sha256::new();
+        h.update(vouch_proto::tags::JOB);
+        h.update(bytes);
+        if <[u8; 32]>::from(h.finalize()) == *digest {
+            return true;
+        }
     }
     let mut leaves: Vec<&[u8]> = Vec::new();
     let mut rest = bytes;
@@ -240,6 +251,34 @@ mod tests {
             "truncated"
         );
         assert!(!blob_matches(b"", &root));
+    }
+
+    #[test]
+    fn a_spec_matches_its_job_id() {
+        let spec = vouch_proto::JobSpec {
+            image: vouch_proto::Digest::of(b"image"),
+            command: vec![],
+            env: vec![],
+            input_digest: vouch_proto::Digest::of(b"in"),
+            limits: vouch_proto::Limits {
+                cpu_millis: 1000,
+                memory_bytes: 64 << 20,
+                output_bytes: 1 << 20,
+                pids: 64,
+                timeout_ms: 10_000,
+                tmpfs_bytes: 16 << 20,
+            },
+            determinism: vouch_proto::Determinism::Deterministic,
+            value_at_risk: vouch_proto::Amount(0),
+            replicas: 1,
+            nonce: String::new(),
+        };
+        let canonical = spec.canonical_bytes().unwrap();
+        let id = spec.job_id().unwrap().0;
+        assert!(blob_matches(&canonical, &id));
+        let mut other = canonical.clone();
+        other.push(b' ');
+        assert!(!blob_matches(&other, &id));
     }
 
     #[test]

@@ -275,6 +275,8 @@ impl JobStore {
         }
         if version < 4 {
             conn.execute_batch(MIGRATION_4)?;
+            // Specs are now also served under their job id.
+            backfill_blobs(&conn)?;
         }
         Ok(JobStore {
             conn: Mutex::new(conn),
@@ -958,6 +960,9 @@ fn index_blobs(
 ) -> rusqlite::Result<()> {
     if let Ok(canonical) = spec.canonical_bytes() {
         index_blob(conn, job_id, "spec", &canonical)?;
+        // Also under the job id itself: a receipt names its job only by id, and a watcher
+        // that wants to re-run the job fetches the spec by it (SPEC §10.7).
+        index_digest(conn, job_id, "spec", &job_id.0)?;
     }
     index_blob(conn, job_id, "input", input)
 }
@@ -1004,6 +1009,9 @@ mod tests {
         assert_eq!(JobSpec::from_json(&spec).unwrap(), job.spec);
         let input = store.blob_by_digest(&job.spec.input_digest.0).unwrap();
         assert_eq!(input.as_deref(), Some(&b"hello world\n"[..]));
+        // And the spec under its job id, which is all a receipt names.
+        let by_id = store.blob_by_digest(&id.0).unwrap().unwrap();
+        assert_eq!(by_id, job.spec.canonical_bytes().unwrap());
     }
 
     /// A finished job's output and trace are served by digest: the output by its SHA-256,
