@@ -69,6 +69,13 @@ pub struct Config {
 pub enum Fault {
     /// Sign an output that differs from what the workload wrote (one byte appended).
     WrongOutput,
+    /// Sign the true receipt, then a second, conflicting one for the same job and
+    /// sequence (a different output digest), bypassing the signing history, and gossip
+    /// both: an equivocation anyone can prove (`vouch-verifier dispute equivocation`).
+    Equivocate,
+    /// Sign receipts but withhold the data behind them: serve no output or trace to
+    /// peers by digest, and in a replicated job commit but never reveal.
+    Withhold,
 }
 
 /// How the node joins the gossip network (see README "Peer-to-peer network").

@@ -574,7 +574,7 @@ impl Node {
                         v.push(b'!');
                         Bytes::from(v)
                     }
-                    None => stdout,
+                    _ => stdout,
                 };
                 let trace_root = vouch_proto::merkle_root(&trace);
                 let trace_len = trace.len() as u64;
@@ -611,6 +611,17 @@ impl Node {
                                 crate::p2p::commit(self, p2p, receipt).await;
                             } else {
                                 p2p.publish_receipt(self, &receipt).await;
+                                if self.config.fault == Some(crate::config::Fault::Equivocate) {
+                                    let mut other = receipt.receipt.clone();
+                                    other.output_digest = Digest::of(
+                                        &[other.output_digest.0.as_slice(), b"equivocation"]
+                                            .concat(),
+                                    );
+                                    let second =
+                                        self.signer.sign_unprotected_for_fault_injection(other);
+                                    tracing::warn!(target: "vouch::fault", %job_id, sequence = second.receipt.sequence, "FAULT INJECTION: signing and gossiping a second, conflicting receipt for the job on purpose (--fault equivocate)");
+                                    p2p.publish_receipt(self, &second).await;
+                                }
                             }
                         }
                         Ok(())

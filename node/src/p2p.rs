@@ -85,11 +85,24 @@ pub struct P2p {
 }
 
 /// The blobs a node serves: job specs (canonical JSON), inputs and outputs, by SHA-256.
-struct NodeBlobs(Arc<JobStore>);
+struct NodeBlobs {
+    store: Arc<JobStore>,
+    /// `--fault withhold`: outputs and traces are not served.
+    withhold: bool,
+}
 
 impl BlobStore for NodeBlobs {
     fn get(&self, digest: &[u8; 32]) -> Option<Vec<u8>> {
-        self.0.blob_by_digest(digest).ok().flatten()
+        if self.withhold
+            && matches!(
+                self.store.blob_kind(digest).ok().flatten().as_deref(),
+                Some("output" | "trace")
+            )
+        {
+            tracing::warn!(target: "vouch::fault", digest = %hex::encode(digest), "FAULT INJECTION: withholding an output from a peer on purpose (--fault withhold)");
+            return None;
+        }
+        self.store.blob_by_digest(digest).ok().flatten()
     }
 }
 
@@ -225,10 +238,17 @@ impl P2p {
         };
         let validator =
             GossipValidator::new(network_id, operators.set.clone(), verifier_key.clone());
-        let (net, delivered) =
-            Network::spawn_with_store(nc, key, validator, Arc::new(NodeBlobs(node.store.clone())))
-                .await
-                .map_err(|e| NodeError::Config(format!("peer-to-peer network: {e}")))?;
+        let (net, delivered) = Network::spawn_with_store(
+            nc,
+            key,
+            validator,
+            Arc::new(NodeBlobs {
+                store: node.store.clone(),
+                withhold: config.fault == Some(crate::config::Fault::Withhold),
+            }),
+        )
+        .await
+        .map_err(|e| NodeError::Config(format!("peer-to-peer network: {e}")))?;
         let addrs = net.listen_addrs().await.unwrap_or_default();
         tracing::info!(target: "vouch::p2p", peer_id = %net.local_peer_id(), addrs = ?addrs, registry = %registry_source, "joined the peer-to-peer network");
         let challenger = match (&pc.challenger_key, &pc.dispute_bond, &pc.verifier_url) {
@@ -619,6 +639,11 @@ async fn try_reveal(node: &Node, p2p: &P2p, job_id: JobId) {
     let (Some(reveal), false) = (row.reveal_msg.clone(), row.revealed) else {
         return;
     };
+    if node.config.fault == Some(crate::config::Fault::Withhold) {
+        tracing::warn!(target: "vouch::fault", %job_id, "FAULT INJECTION: committed but withholding the reveal on purpose (--fault withhold)");
+        let _ = blocking(&node.store, move |s| s.set_replica_revealed(&job_id)).await;
+        return;
+    }
     let Ok(a) = JobAnnouncement::decode(&row.announcement) else {
         return;
     };

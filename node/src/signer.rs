@@ -109,6 +109,19 @@ impl SigningStore {
         a.signature = self.key.sign(&a.signing_root()).to_bytes();
     }
 
+    /// Signs a receipt WITHOUT the signing history: the one thing this store exists to
+    /// prevent. Only `--fault equivocate` calls it, to produce a receipt that conflicts
+    /// with one already signed (for demos and dispute tests).
+    pub fn sign_unprotected_for_fault_injection(
+        &self,
+        receipt: vouch_proto::Receipt,
+    ) -> SignedReceipt {
+        SignedReceipt {
+            signature: self.key.sign(&receipt.signing_root()).to_bytes(),
+            receipt,
+        }
+    }
+
     fn bind_identity(&mut self, path: &Path) -> Result<(), SignError> {
         let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;

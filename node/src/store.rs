@@ -283,6 +283,17 @@ impl JobStore {
         })
     }
 
+    /// What the blob named `digest` is (`spec`, `input`, `output`, `trace`), if indexed.
+    pub fn blob_kind(&self, digest: &[u8; 32]) -> rusqlite::Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT kind FROM blobs WHERE digest = ?1",
+                [digest.to_vec()],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
     /// The bytes with SHA-256 `digest` if this node holds them: a job's canonical spec,
     /// its input, or its output.
     pub fn blob_by_digest(&self, digest: &[u8; 32]) -> rusqlite::Result<Option<Vec<u8>>> {

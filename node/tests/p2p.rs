@@ -408,3 +408,167 @@ async fn a_rogue_replica_that_reveals_early_or_falsely_is_caught() {
         n.stop().await;
     }
 }
+
+/// A bare swarm on the test network, to look at a node from outside.
+async fn observer(bootstrap: &str, ops: &[String]) -> vouch_net::NetworkHandle {
+    let network_id = NetworkId::parse_or_name("vouch-devnet");
+    let registry = Registry::default();
+    registry
+        .write()
+        .unwrap()
+        .extend(ops.iter().map(|h| h.parse::<OperatorKey>().unwrap()));
+    let mut nc = NetConfig::new(network_id);
+    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    nc.mdns = false;
+    nc.bootstrap = vec![bootstrap.parse().unwrap()];
+    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
+    let (net, _rx) = Network::spawn(
+        nc,
+        Keypair::generate_ed25519(),
+        GossipValidator::new(network_id, registry, VerifierKey::default()),
+    )
+    .await
+    .unwrap();
+    net
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocating_operator_hands_out_its_own_proof() {
+    if !docker_available().await {
+        return;
+    }
+    let keys: Vec<SigningKey> = (0..2).map(|_| key()).collect();
+    let ops: Vec<String> = keys.iter().map(hex_of).collect();
+    let nodes = network(&keys, &ops, Some(Fault::Equivocate)).await;
+
+    let done = run_job(
+        &nodes[1].url,
+        json!({"image": "vouch/wc:dev", "input": "two stories", "nonce": "equivocate"}),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded");
+    let id = done["job_id"].as_str().unwrap().to_string();
+    // The honest node hears two receipts from the equivocator for the one job.
+    let url = format!("{}/v1/jobs/{id}/receipts", nodes[0].url);
+    wait_until("both receipts reach the honest node", async || {
+        get(&url).await["receipts"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let seen = get(&url).await;
+    let receipts: Vec<SignedReceipt> = seen["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_value::<vouch_proto::ReceiptJson>(r["receipt"].clone())
+                .unwrap()
+                .verify()
+                .unwrap()
+        })
+        .collect();
+    // The node's own API still shows the true one (its signing history holds that).
+    assert!(receipts.iter().any(|r| r.receipt.output_digest.to_string()
+        == done["receipt"]["output_digest"].as_str().unwrap()));
+    // Everything an equivocation dispute needs: one operator, one job, two signatures that
+    // verify over different roots. The verifier's own check accepts the pair.
+    let (a, b) = (&receipts[0], &receipts[1]);
+    assert_eq!(a.receipt.operator.to_hex(), ops[1]);
+    assert_eq!(a.receipt.operator, b.receipt.operator);
+    assert_eq!(a.receipt.job_id, b.receipt.job_id);
+    assert_ne!(a.receipt.signing_root(), b.receipt.signing_root());
+    let offence =
+        vouch_verifier::equivocation_offence(a, b, &NetworkId::parse_or_name("vouch-devnet"))
+            .expect("a provable equivocation");
+    assert_eq!(offence.operator.0, a.receipt.operator.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withholding_operator_serves_no_output_and_never_reveals() {
+    if !docker_available().await {
+        return;
+    }
+    let keys: Vec<SigningKey> = (0..3).map(|_| key()).collect();
+    let ops: Vec<String> = keys.iter().map(hex_of).collect();
+    let nodes = network(&keys, &ops, Some(Fault::Withhold)).await;
+    let peer = |v: &Value| v["peer_id"].as_str().unwrap().parse().unwrap();
+    let honest_peer = peer(&get(&format!("{}/v1/peers", nodes[0].url)).await);
+    let withholder_peer = peer(&get(&format!("{}/v1/peers", nodes[2].url)).await);
+    let net = observer(&bootstrap_addr(&nodes[0].url).await, &ops).await;
+
+    // A plain job on each: the honest node serves its output by digest, the withholder
+    // serves the input but not the output it signed.
+    let mut outputs = Vec::new();
+    for n in [&nodes[0], &nodes[2]] {
+        let done = run_job(
+            &n.url,
+            json!({"image": "vouch/wc:dev", "input": "withheld or not", "nonce": n.url}),
+        )
+        .await;
+        assert_eq!(done["status"], "succeeded");
+        let digest: Digest = done["receipt"]["output_digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let input: Digest = done["receipt"]["input_digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        outputs.push((digest, input));
+    }
+    net.dial(bootstrap_addr(&nodes[2].url).await.parse().unwrap())
+        .await
+        .unwrap();
+    wait_until("the observer reaches both nodes", async || {
+        let p = net.peers().await.unwrap();
+        p.contains(&honest_peer) && p.contains(&withholder_peer)
+    })
+    .await;
+    let got = net.fetch(honest_peer, outputs[0].0 .0).await.unwrap();
+    assert_eq!(got.map(|b| Digest::of(&b)), Some(outputs[0].0));
+    assert_eq!(
+        net.fetch(withholder_peer, outputs[1].0 .0).await.unwrap(),
+        None
+    );
+    assert!(net
+        .fetch(withholder_peer, outputs[1].1 .0)
+        .await
+        .unwrap()
+        .is_some());
+
+    // A replicated job: the withholder commits like everyone, then never reveals.
+    let (status, v) = submit(
+        &nodes[0].url,
+        json!({"image": "vouch/wc:dev", "input": "a b c", "replicas": 3, "nonce": "withhold"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{v}");
+    let url = format!(
+        "{}/v1/jobs/{}/replication",
+        nodes[0].url,
+        v["job_id"].as_str().unwrap()
+    );
+    let status_of = |rep: &Value, op: &str| -> Value {
+        rep["operators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operator"] == op)
+            .cloned()
+            .unwrap()
+    };
+    wait_until("the honest replicas reveal", async || {
+        let rep = get(&url).await;
+        ops[..2]
+            .iter()
+            .all(|o| status_of(&rep, o)["revealed_at_ms"].is_u64())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rep = get(&url).await;
+    let w = status_of(&rep, &ops[2]);
+    assert!(w["committed_at_ms"].is_u64(), "it committed: {rep:#}");
+    assert!(w["revealed_at_ms"].is_null(), "but never revealed: {rep:#}");
+    assert_ne!(rep["phase"], "complete", "{rep:#}");
+}
