@@ -1,0 +1,422 @@
+//! Wrong-result disputes end to end with real nodes: three operator nodes (real Docker,
+//! real libp2p swarms on 127.0.0.1) take their registry from a real verifier (its HTTP API
+//! in this process, a SQLite ledger file, its own Docker executor), and a challenger
+//! disputes receipts the nodes signed:
+//!
+//! - the dishonest node's (`--fault wrong-output`) → slashed and jailed; the nodes drop it
+//!   from their registry, and its later receipts are rejected at the first hop;
+//! - an honest node's → dismissed: it keeps its stake, the challenger loses its bond;
+//! - a workload declared deterministic that is not (`vouch/random`) → void: no slash, the
+//!   bond comes back.
+
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{client, docker_available, run_job, TestNode};
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+use vouch_exec::DockerExecutor;
+use vouch_net::libp2p::identity::Keypair;
+use vouch_net::{GossipValidator, NetConfig, Network, Registry, TopicKind, VerifierKey};
+use vouch_node::config::Fault;
+use vouch_node::disputes::{Challenger, Posted};
+use vouch_proto::{JobSpec, NetworkId, OperatorKey, ReceiptJson, SignedReceipt};
+use vouch_verifier::{
+    router, ApiState, CollateralLedger as _, DisputeConfig, Key, LedgerConfig, RequestBody,
+    SignedRequest, SqliteLedger, Verifier,
+};
+
+const STAKE: u128 = 1_000;
+const DEPOSIT: u128 = 1_000;
+const BOND: u128 = 10;
+
+fn key() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+fn network() -> NetworkId {
+    NetworkId::parse_or_name("vouch-devnet")
+}
+
+async fn get(url: &str) -> Value {
+    let resp = client().get(url).send().await.unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {v}");
+    v
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// The verifier's API on 127.0.0.1, over a real ledger file and a Docker executor.
+struct VerifierUnderTest {
+    url: String,
+    ledger: Arc<SqliteLedger>,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for VerifierUnderTest {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_verifier(admin: &SigningKey) -> VerifierUnderTest {
+    let dir = tempfile::tempdir().unwrap();
+    // A 10-minute challenge window; withdrawals wait longer; 100 ETH-units to be active.
+    let config = LedgerConfig::new(600_000, 1_200_000, 100).unwrap();
+    let ledger = Arc::new(
+        SqliteLedger::open(
+            dir.path().join("ledger.sqlite"),
+            config,
+            network().0,
+            admin.clone(),
+        )
+        .unwrap(),
+    );
+    let label = format!("verifier-test-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let docker = Arc::new(DockerExecutor::new(DockerExecutor::default_host(), label));
+    let verifier = Verifier::new(
+        ledger.clone(),
+        admin.clone(),
+        network(),
+        DisputeConfig::default(),
+    )
+    .with_executor(docker);
+    let app = router(ApiState::new(Arc::new(verifier)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    VerifierUnderTest {
+        url,
+        ledger,
+        _dir: dir,
+        task,
+    }
+}
+
+/// Signs ledger requests with increasing nonces per actor and posts them.
+struct Requests {
+    url: String,
+    nonces: std::collections::HashMap<Key, u64>,
+}
+
+impl Requests {
+    async fn send(&mut self, who: &SigningKey, body: RequestBody, peer: Option<&SigningKey>) {
+        let n = self.nonces.entry(Key::of(who)).or_insert(0);
+        *n += 1;
+        let mut req = SignedRequest::sign(&network().0, who, *n, body).unwrap();
+        if let Some(p) = peer {
+            req = req.with_peer_signature(&network().0, p).unwrap();
+        }
+        let resp = client()
+            .post(format!("{}/v1/requests", self.url))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{}: {status} {text}", req.body.kind());
+    }
+}
+
+async fn operator_view(v: &VerifierUnderTest, op: &str) -> Value {
+    get(&format!("{}/v1/operators/{op}", v.url)).await
+}
+
+/// Posts a challenge of `job`'s receipt (as `node` serves the job) and waits for the
+/// verdict.
+async fn challenge(ch: &Challenger, node: &TestNode, job: &Value, input: &[u8]) -> String {
+    let receipt: SignedReceipt = serde_json::from_value::<ReceiptJson>(job["receipt"].clone())
+        .unwrap()
+        .verify()
+        .unwrap();
+    let spec: JobSpec = serde_json::from_value(job["spec"].clone()).unwrap();
+    assert_eq!(
+        spec.job_id().unwrap(),
+        receipt.receipt.job_id,
+        "{}",
+        node.url
+    );
+    let body = ch.body(&network(), &receipt, &spec, input);
+    let id = hex::encode(ch.dispute_id(&network(), &receipt));
+    let mut posted = ch.post(&body).await;
+    for _ in 0..120 {
+        match posted {
+            Posted::Verdict(outcome, _) => return outcome,
+            Posted::Refused(why) => panic!("the verifier refused the challenge: {why}"),
+            Posted::Pending | Posted::Retry(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                posted = ch.poll(&id).await;
+            }
+        }
+    }
+    panic!("no verdict for dispute {id}");
+}
+
+async fn rejected_unregistered(node: &TestNode) -> u64 {
+    let m = client()
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    m.lines()
+        .find(|l| l.starts_with("vouch_p2p_messages{") && l.contains("reason=\"unregistered\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disputes_of_real_receipts_slash_dismiss_and_void() {
+    if !docker_available().await {
+        return;
+    }
+    let admin = key();
+    let v = start_verifier(&admin).await;
+    let ops: Vec<SigningKey> = (0..3).map(|_| key()).collect();
+    let restakers: Vec<SigningKey> = (0..3).map(|_| key()).collect();
+    let challenger_dir = tempfile::tempdir().unwrap();
+    let challenger_file = challenger_dir.path().join("challenger.pem");
+    let challenger_key = vouch_node::keys::generate(&challenger_file).unwrap();
+
+    // The ledger: one asset, three staked operators, a challenger with a deposit.
+    let mut r = Requests {
+        url: v.url.clone(),
+        nonces: Default::default(),
+    };
+    let eth = || "eth".to_string();
+    r.send(
+        &admin,
+        RequestBody::RegisterAsset {
+            asset: eth(),
+            price_per_unit: 1,
+        },
+        None,
+    )
+    .await;
+    for (op, restaker) in ops.iter().zip(&restakers) {
+        let peer = key();
+        r.send(
+            op,
+            RequestBody::RegisterOperator {
+                peer_key: Key::of(&peer),
+            },
+            Some(&peer),
+        )
+        .await;
+        r.send(
+            op,
+            RequestBody::Allocate {
+                magnitude_ppm: 1_000_000,
+            },
+            None,
+        )
+        .await;
+        r.send(
+            restaker,
+            RequestBody::Deposit {
+                asset: eth(),
+                amount: STAKE,
+            },
+            None,
+        )
+        .await;
+        r.send(
+            restaker,
+            RequestBody::Delegate {
+                operator: Key::of(op),
+            },
+            None,
+        )
+        .await;
+    }
+    r.send(
+        &challenger_key,
+        RequestBody::Deposit {
+            asset: eth(),
+            amount: DEPOSIT,
+        },
+        None,
+    )
+    .await;
+
+    // Three nodes whose registry is the verifier's; node 3 signs wrong outputs.
+    let mut nodes: Vec<TestNode> = Vec::new();
+    let mut boot: Option<String> = None;
+    for (i, k) in ops.iter().enumerate() {
+        let (b, vurl) = (boot.clone(), v.url.clone());
+        let node = TestNode::start_with_key(k.clone(), move |c| {
+            c.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+            c.p2p.mdns = false;
+            c.p2p.verifier_url = Some(vurl);
+            c.p2p.registry_refresh_ms = 300;
+            c.p2p.bootstrap = b.into_iter().collect();
+            if i == 2 {
+                c.fault = Some(Fault::WrongOutput);
+            }
+        })
+        .await;
+        if i == 0 {
+            let p = get(&format!("{}/v1/peers", node.url)).await;
+            boot = Some(format!(
+                "{}/p2p/{}",
+                p["listen_addrs"][0].as_str().unwrap(),
+                p["peer_id"].as_str().unwrap()
+            ));
+        }
+        nodes.push(node);
+    }
+    for n in &nodes {
+        wait_until("every node joins the receipts mesh", async || {
+            let p = get(&format!("{}/v1/peers", n.url)).await;
+            p["registry"]["operators"].as_array().unwrap().len() == 3
+                && !p["receipts_mesh"].as_array().unwrap().is_empty()
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ch = Challenger::load(&challenger_file, &format!("eth:{BOND}"), &v.url).unwrap();
+    let balance = async || v.ledger.balance(&Key::of(&challenger_key), "eth").unwrap();
+
+    // 1. The dishonest node's receipt: slashed, jailed, bounty to the challenger.
+    let input = b"one two three";
+    let job3 = run_job(
+        &nodes[2].url,
+        json!({"image": "vouch/wc:dev", "input": "one two three", "nonce": "dishonest"}),
+    )
+    .await;
+    assert_eq!(job3["status"], "succeeded");
+    assert_eq!(challenge(&ch, &nodes[2], &job3, input).await, "slashed");
+    let op3 = operator_view(&v, &nodes[2].operator).await;
+    assert_eq!(op3["jailed"], true, "{op3:#}");
+    assert_eq!(
+        op3["slashable_stake"]["eth"], "500",
+        "half is slashed: {op3:#}"
+    );
+    assert_eq!(
+        balance().await,
+        DEPOSIT + 50,
+        "the bounty (a tenth of the slash)"
+    );
+
+    // Its later gossip is rejected. The nodes drop it from their registry (its own node
+    // included, which then refuses to publish what peers would reject); a receipt it signs
+    // afterwards, pushed onto the network anyway by a peer with a stale registry, is
+    // rejected at the first hop and recorded nowhere.
+    for n in &nodes {
+        wait_until("every node drops the jailed operator", async || {
+            let p = get(&format!("{}/v1/peers", n.url)).await;
+            p["registry"]["operators"].as_array().unwrap().len() == 2
+        })
+        .await;
+    }
+    let later = run_job(
+        &nodes[2].url,
+        json!({"image": "vouch/wc:dev", "input": "after the slash", "nonce": "later"}),
+    )
+    .await;
+    assert_eq!(
+        later["status"], "succeeded",
+        "a jailed node still runs jobs"
+    );
+    let later_id = later["job_id"].as_str().unwrap().to_string();
+    let later_receipt: SignedReceipt =
+        serde_json::from_value::<ReceiptJson>(later["receipt"].clone())
+            .unwrap()
+            .verify()
+            .unwrap();
+    let stale = Registry::default();
+    stale.write().unwrap().extend(
+        ops.iter()
+            .map(|k| OperatorKey(k.verifying_key().to_bytes())),
+    );
+    let p1 = get(&format!("{}/v1/peers", nodes[0].url)).await;
+    let mut nc = NetConfig::new(network());
+    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    nc.mdns = false;
+    nc.bootstrap = vec![format!(
+        "{}/p2p/{}",
+        p1["listen_addrs"][0].as_str().unwrap(),
+        p1["peer_id"].as_str().unwrap()
+    )
+    .parse()
+    .unwrap()];
+    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
+    let (liar, _rx) = Network::spawn(
+        nc,
+        Keypair::generate_ed25519(),
+        GossipValidator::new(network(), stale, VerifierKey::default()),
+    )
+    .await
+    .unwrap();
+    wait_until("the stale peer joins the receipts mesh", async || {
+        !liar
+            .mesh_peers(TopicKind::Receipts)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let rejected_before = rejected_unregistered(&nodes[0]).await;
+    liar.publish_receipt(&later_receipt).await.unwrap();
+    wait_until("node 1 rejects the jailed operator's receipt", async || {
+        rejected_unregistered(&nodes[0]).await > rejected_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in &nodes[..2] {
+        let seen = get(&format!("{}/v1/jobs/{later_id}/receipts", n.url)).await;
+        assert_eq!(seen["receipts"], json!([]), "{}: {seen:#}", n.url);
+    }
+    liar.shutdown().await.unwrap();
+
+    // 2. An honest node's receipt: dismissed; it keeps its stake, the bond is burned.
+    let job1 = run_job(
+        &nodes[0].url,
+        json!({"image": "vouch/wc:dev", "input": "one two three", "nonce": "honest"}),
+    )
+    .await;
+    let before = balance().await;
+    assert_eq!(challenge(&ch, &nodes[0], &job1, input).await, "dismissed");
+    let op1 = operator_view(&v, &nodes[0].operator).await;
+    assert_eq!(op1["jailed"], false, "{op1:#}");
+    assert_eq!(op1["slashable_stake"]["eth"], STAKE.to_string(), "{op1:#}");
+    assert_eq!(
+        balance().await,
+        before - BOND,
+        "the challenger's bond is burned"
+    );
+
+    // 3. A workload that is not deterministic: void, nothing slashed, the bond returned.
+    let job2 = run_job(
+        &nodes[1].url,
+        json!({"image": "vouch/random:dev", "nonce": "random"}),
+    )
+    .await;
+    assert_eq!(job2["status"], "succeeded", "{job2:#}");
+    let before = balance().await;
+    assert_eq!(challenge(&ch, &nodes[1], &job2, b"").await, "void");
+    let op2 = operator_view(&v, &nodes[1].operator).await;
+    assert_eq!(op2["jailed"], false);
+    assert_eq!(op2["slashable_stake"]["eth"], STAKE.to_string(), "{op2:#}");
+    assert_eq!(balance().await, before, "the bond is unlocked");
+}
