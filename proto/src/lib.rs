@@ -27,6 +27,7 @@
 //! assert_eq!(id.to_hex().len(), 64);
 //! ```
 
+mod beacon;
 mod canonical;
 mod digest;
 mod dispute;
@@ -36,6 +37,10 @@ mod job;
 mod merkle;
 mod receipt;
 
+pub use beacon::{
+    beacon_message, beacon_of, epoch_end_ms, epoch_of, sample_value, sampled, verify_beacon,
+    BEACON_TAG, SAMPLE_TAG,
+};
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
 pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
 pub use dispute::{result_dispute_id, RESULT_DISPUTE_TAG};
@@ -79,4 +84,8 @@ pub mod tags {
     pub const SELECT: &[u8] = b"vouch/select/v1";
     /// Prefix of a result dispute id (what a challenger signs).
     pub const RESULT_DISPUTE: &[u8] = crate::RESULT_DISPUTE_TAG;
+    /// Prefix of the message the verifier signs for an epoch's beacon.
+    pub const BEACON: &[u8] = crate::BEACON_TAG;
+    /// Prefix of the hash that decides whether a watcher samples a receipt.
+    pub const SAMPLE: &[u8] = crate::SAMPLE_TAG;
 }

@@ -9,6 +9,8 @@
 //! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
 //! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (opens the dispute, locking the bond, then re-runs the job twice) |
 //! | `GET` | `/v1/disputes/{id}` | a wrong-result dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
+//! | `GET` | `/v1/beacon/{epoch}` | `{"epoch", "epoch_ms", "signature", "beacon"}` of an epoch that has ended (SPEC.md §11.3); 425 `not_yet` with `available_at_ms` before |
+//! | `GET` | `/v1/beacon` | the latest revealed beacon |
 //! | `GET` | `/healthz` | `{"status": "ok"}` |
 //!
 //! Errors have OpenAI's shape, like the node's: `{"error": {"message", "type", "param",
@@ -60,6 +62,9 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 256;
 /// A request that takes longer is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Length of a beacon epoch unless configured (`--beacon-epoch-ms`).
+pub const DEFAULT_BEACON_EPOCH_MS: u64 = 10_000;
+
 /// The verifier's clock, in ms since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -69,6 +74,7 @@ pub struct ApiState {
     verifier: Arc<Verifier>,
     clock: Clock,
     net: Option<Arc<crate::gossip::VerifierNet>>,
+    beacon_epoch_ms: u64,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -86,7 +92,14 @@ impl ApiState {
             clock: verifier.clock(),
             verifier,
             net: None,
+            beacon_epoch_ms: DEFAULT_BEACON_EPOCH_MS,
         }
+    }
+
+    /// The length of a beacon epoch (SPEC.md §11.3); at least 1 ms.
+    pub fn with_beacon_epoch_ms(mut self, epoch_ms: u64) -> Self {
+        self.beacon_epoch_ms = epoch_ms.max(1);
+        self
     }
 
     /// Serves the network endpoints (`/v1/receipts`, `/v1/peers`) from `net`.
@@ -129,6 +142,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
         .route("/v1/disputes/{id}", get(get_dispute))
+        .route("/v1/beacon", get(get_latest_beacon))
+        .route("/v1/beacon/{epoch}", get(get_beacon))
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -622,4 +637,72 @@ async fn post_result(
     };
     let now = (st.clock)();
     Ok(Json(st.verifier.dispute_result(challenge, now).await?))
+}
+
+/// `GET /v1/beacon/{epoch}`: the verifier's beacon for an epoch that has ended (SPEC.md
+/// §11.3). The signature is deterministic, so asking twice gives the same answer; it is
+/// never given out before the epoch's end, so nobody — an operator signing a receipt in
+/// that epoch included — can know it earlier (short of the verifier's key).
+async fn get_beacon(State(st): State<ApiState>, Path(epoch): Path<String>) -> Response {
+    match epoch.parse::<u64>() {
+        Ok(epoch) => beacon_answer(&st, epoch),
+        Err(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("epoch {epoch:?} is not a whole number"),
+        )
+        .param("epoch")
+        .into_response(),
+    }
+}
+
+/// `GET /v1/beacon`: the beacon of the last epoch that has ended.
+async fn get_latest_beacon(State(st): State<ApiState>) -> Response {
+    let current = vouch_proto::epoch_of((st.clock)(), st.beacon_epoch_ms);
+    // In epoch 0 (a clock at 1970) none has ended: ask for 0, which answers `not_yet`.
+    beacon_answer(&st, current.saturating_sub(1))
+}
+
+/// The beacon of `epoch` if it has ended; 425 `not_yet` (with `available_at_ms`) if not.
+fn beacon_answer(st: &ApiState, epoch: u64) -> Response {
+    use ed25519_dalek::Signer as _;
+    let epoch_ms = st.beacon_epoch_ms;
+    let now = (st.clock)();
+    let Some(available_at_ms) = vouch_proto::epoch_end_ms(epoch, epoch_ms) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("epoch {epoch} of {epoch_ms} ms ends after the year 584 million"),
+        )
+        .param("epoch")
+        .into_response();
+    };
+    if now < available_at_ms {
+        // ApiError's shape, with when to ask again.
+        let body = json!({"error": {
+            "message": format!(
+                "epoch {epoch} has not ended: its beacon is revealed at {available_at_ms} ms \
+                 (now {now} ms)"
+            ),
+            "type": "invalid_request_error",
+            "param": "epoch",
+            "code": "not_yet",
+            "available_at_ms": available_at_ms,
+            "epoch_ms": epoch_ms,
+        }});
+        return (StatusCode::TOO_EARLY, Json(body)).into_response();
+    }
+    let network = st.verifier.network();
+    let signature = st
+        .verifier
+        .admin()
+        .sign(&vouch_proto::beacon_message(&network, epoch))
+        .to_bytes();
+    Json(json!({
+        "epoch": epoch,
+        "epoch_ms": epoch_ms,
+        "signature": hex::encode(signature),
+        "beacon": hex::encode(vouch_proto::beacon_of(&signature)),
+    }))
+    .into_response()
 }

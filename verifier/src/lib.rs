@@ -19,6 +19,9 @@
 //! - [`events`]: every applied request appends one hash-chained event, signed by the
 //!   verifier key, in the same transaction; [`verify_chain`] checks a run of them.
 //! - [`error`]: [`LedgerError`], what a refused request tells its client.
+//! - [`watch`]: watcher mode, a separate process (`vouch-verifier watch`) that hears
+//!   receipts on the network, re-executes a sample drawn with the verifier's beacon
+//!   (`GET /v1/beacon/{epoch}`, SPEC.md §11.3) and raises wrong-result disputes on its own.
 //!
 //! The ledger spawns no tasks and does no network I/O ([`api`], [`gossip`] and
 //! [`reexec`] do: the HTTP server, the libp2p swarm, one judgment task per open
@@ -59,6 +62,7 @@ pub mod ledger;
 pub mod reexec;
 pub mod requests;
 pub mod server;
+pub mod watch;
 
 pub use api::{router, ApiError, ApiState, ResultDisputeBody};
 pub use disputes::{

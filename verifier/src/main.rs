@@ -64,6 +64,62 @@ enum Command {
         #[command(subcommand)]
         command: DisputeCommand,
     },
+    /// Watcher: hear the receipts operators gossip, re-execute a sample drawn with the
+    /// verifier's beacon of the epoch after each receipt was heard (so an operator cannot
+    /// know at signing time whether it will be checked), and raise a bonded wrong-result
+    /// dispute on every mismatch, on its own.
+    ///
+    /// Needs the verifier (its registry, beacon and dispute API), a Docker daemon holding
+    /// the jobs' images (never pulled; a missing image is skipped and counted), and a
+    /// challenger key with a deposited balance on the verifier's ledger. One run per
+    /// sampled receipt; nondeterministic specs and runs that break a limit are skipped.
+    /// With --listen, `GET /v1/watch` reports counters and the recent disputes.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The verifier, e.g. http://127.0.0.1:9090: registry, beacon, disputes.
+    #[arg(long, env = "VOUCH_VERIFIER_URL")]
+    verifier_url: String,
+    /// libp2p listen multiaddrs, comma-separated, e.g. /ip4/0.0.0.0/tcp/9300.
+    #[arg(long, env = "VOUCH_P2P_LISTEN", value_delimiter = ',', required = true)]
+    p2p_listen: Vec<vouch_net::libp2p::Multiaddr>,
+    /// Peers to dial at start (multiaddrs ending in /p2p/<peer id>), comma-separated.
+    #[arg(long, env = "VOUCH_P2P_BOOTSTRAP", value_delimiter = ',')]
+    p2p_bootstrap: Vec<vouch_net::libp2p::Multiaddr>,
+    /// Turn mDNS discovery off.
+    #[arg(long, env = "VOUCH_NO_MDNS")]
+    no_mdns: bool,
+    /// The challenger's PKCS#8 PEM key: signs the disputes, receives the bounties, and
+    /// holds the bonds in its deposited balance.
+    #[arg(long)]
+    challenger_key: PathBuf,
+    /// Asset of each dispute's bond.
+    #[arg(long)]
+    bond_asset: String,
+    /// Bond per dispute in base units; forfeited if the verifier dismisses the dispute.
+    #[arg(long)]
+    bond_amount: u128,
+    /// Share of the receipts heard that are re-executed, 0 to 1.
+    #[arg(long, default_value_t = 0.1)]
+    sample_rate: f64,
+    /// Re-executions at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Sampled receipts waiting for a re-execution; more are dropped (and counted).
+    #[arg(long, default_value_t = vouch_verifier::watch::DEFAULT_MAX_SAMPLED)]
+    max_queue: usize,
+    /// The Docker daemon that re-executes (images are never pulled) [default:
+    /// $DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long, env = "VOUCH_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Serve the status API (`GET /v1/watch`) here, e.g. 127.0.0.1:9390.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keeps the libp2p identity (`p2p-key`) across restarts [default: a new one each run].
+    #[arg(long, env = "VOUCH_WATCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +167,11 @@ struct RunArgs {
     /// or load them there) [default: $DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(long, env = "VOUCH_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// Length of a beacon epoch (`GET /v1/beacon/{epoch}`, SPEC.md §11.3): an epoch's
+    /// beacon is revealed when it ends.
+    #[arg(long, default_value_t = vouch_verifier::api::DEFAULT_BEACON_EPOCH_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    beacon_epoch_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Run(args) => serve(args),
+        Command::Watch(args) => watch(args),
         Command::Request {
             url,
             network,
@@ -475,7 +537,7 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
                 }
             })
         };
-        let mut state = ApiState::new(verifier.clone());
+        let mut state = ApiState::new(verifier.clone()).with_beacon_epoch_ms(args.beacon_epoch_ms);
         let mut tasks = vec![];
         let mut net = None;
         if !args.p2p_listen.is_empty() {
@@ -522,6 +584,74 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         if let Some(n) = net {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), n.net.shutdown()).await;
         }
+        anyhow::Ok(())
+    })
+}
+
+fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let challenger = cli::keys::load(&args.challenger_key)?;
+    let bond = vouch_verifier::Bond {
+        asset: args.bond_asset,
+        amount: args.bond_amount,
+    };
+    let mut config = vouch_verifier::watch::WatchConfig::new(
+        &args.verifier_url,
+        challenger.clone(),
+        bond,
+        args.sample_rate,
+    );
+    config.p2p = vouch_verifier::gossip::GossipOptions {
+        listen: args.p2p_listen,
+        bootstrap: args.p2p_bootstrap,
+        mdns: !args.no_mdns,
+    };
+    config.concurrency = usize::from(args.concurrency);
+    config.max_sampled = args.max_queue;
+    let identity = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            vouch_net::load_or_create_identity(&dir.join("p2p-key"))?
+        }
+        None => vouch_net::libp2p::identity::Keypair::generate_ed25519(),
+    };
+    let docker_host = args
+        .docker_host
+        .unwrap_or_else(vouch_exec::DockerExecutor::default_host);
+    // Its containers carry this label, so a restart sweeps what a crash left behind.
+    let label = format!("watcher-{}", &Key::of(&challenger).to_hex()[..16]);
+    let executor = Arc::new(vouch_exec::DockerExecutor::new(docker_host.clone(), label));
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        use vouch_exec::Executor as _;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), executor.sweep()).await {
+            Ok(Ok(n)) => tracing::info!(%docker_host, swept = n, "re-execution through Docker"),
+            // Runs fail (and are counted) until it is back.
+            Ok(Err(e)) => tracing::warn!(%docker_host, %e, "Docker unavailable"),
+            Err(_) => tracing::warn!(%docker_host, "Docker did not answer within 10 s"),
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (watcher, tasks) = vouch_verifier::watch::start(config, identity, executor, stop_rx)
+            .await
+            .context("starting the watcher")?;
+        match args.listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (pick another --listen)"))?;
+                tracing::info!(listen = %addr, "status API: GET /v1/watch");
+                axum::serve(listener, vouch_verifier::watch::router(watcher.clone()))
+                    .with_graceful_shutdown(vouch_verifier::server::shutdown_signal())
+                    .await?;
+            }
+            None => vouch_verifier::server::shutdown_signal().await,
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            // Workers finish the run they are in; a dispute in flight is the verifier's to
+            // finish (GET /v1/disputes/{id} tells how it ended).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), t).await;
+        }
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), watcher.net.shutdown()).await;
         anyhow::Ok(())
     })
 }
