@@ -7,7 +7,9 @@
 //!   from their registry, and its later receipts are rejected at the first hop;
 //! - an honest node's → dismissed: it keeps its stake, the challenger loses its bond;
 //! - a workload declared deterministic that is not (`vouch/random`) → void: no slash, the
-//!   bond comes back.
+//!   bond comes back;
+//! - an equivocating node's (`--fault equivocate`) two receipts for one job, as another
+//!   node heard them → slashed on the signatures alone, once.
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
@@ -185,117 +187,141 @@ async fn rejected_unregistered(node: &TestNode) -> u64 {
         .unwrap_or(0)
 }
 
+/// A verifier with a seeded ledger (one asset; `faults.len()` operators, each staked by its
+/// own restaker and fully allocated; a challenger with a deposit) and one node per operator
+/// whose registry is the verifier's; `faults[i]` is node `i`'s misbehaviour.
+struct World {
+    v: VerifierUnderTest,
+    nodes: Vec<TestNode>,
+    challenger_key: SigningKey,
+    challenger_file: std::path::PathBuf,
+    _challenger_dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(faults: &[Option<Fault>]) -> World {
+        let admin = key();
+        let v = start_verifier(&admin).await;
+        let ops: Vec<SigningKey> = (0..faults.len()).map(|_| key()).collect();
+        let restakers: Vec<SigningKey> = (0..faults.len()).map(|_| key()).collect();
+        let challenger_dir = tempfile::tempdir().unwrap();
+        let challenger_file = challenger_dir.path().join("challenger.pem");
+        let challenger_key = vouch_node::keys::generate(&challenger_file).unwrap();
+
+        // The ledger: one asset, three staked operators, a challenger with a deposit.
+        let mut r = Requests {
+            url: v.url.clone(),
+            nonces: Default::default(),
+        };
+        let eth = || "eth".to_string();
+        r.send(
+            &admin,
+            RequestBody::RegisterAsset {
+                asset: eth(),
+                price_per_unit: 1,
+            },
+            None,
+        )
+        .await;
+        for (op, restaker) in ops.iter().zip(&restakers) {
+            let peer = key();
+            r.send(
+                op,
+                RequestBody::RegisterOperator {
+                    peer_key: Key::of(&peer),
+                },
+                Some(&peer),
+            )
+            .await;
+            r.send(
+                op,
+                RequestBody::Allocate {
+                    magnitude_ppm: 1_000_000,
+                },
+                None,
+            )
+            .await;
+            r.send(
+                restaker,
+                RequestBody::Deposit {
+                    asset: eth(),
+                    amount: STAKE,
+                },
+                None,
+            )
+            .await;
+            r.send(
+                restaker,
+                RequestBody::Delegate {
+                    operator: Key::of(op),
+                },
+                None,
+            )
+            .await;
+        }
+        r.send(
+            &challenger_key,
+            RequestBody::Deposit {
+                asset: eth(),
+                amount: DEPOSIT,
+            },
+            None,
+        )
+        .await;
+
+        // Three nodes whose registry is the verifier's; node 3 signs wrong outputs.
+        let mut nodes: Vec<TestNode> = Vec::new();
+        let mut boot: Option<String> = None;
+        for (i, k) in ops.iter().enumerate() {
+            let (b, vurl, fault) = (boot.clone(), v.url.clone(), faults[i]);
+            let node = TestNode::start_with_key(k.clone(), move |c| {
+                c.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+                c.p2p.mdns = false;
+                c.p2p.verifier_url = Some(vurl);
+                c.p2p.registry_refresh_ms = 300;
+                c.p2p.bootstrap = b.into_iter().collect();
+                c.fault = fault;
+            })
+            .await;
+            if i == 0 {
+                let p = get(&format!("{}/v1/peers", node.url)).await;
+                boot = Some(format!(
+                    "{}/p2p/{}",
+                    p["listen_addrs"][0].as_str().unwrap(),
+                    p["peer_id"].as_str().unwrap()
+                ));
+            }
+            nodes.push(node);
+        }
+        for n in &nodes {
+            wait_until("every node joins the receipts mesh", async || {
+                let p = get(&format!("{}/v1/peers", n.url)).await;
+                p["registry"]["operators"].as_array().unwrap().len() == faults.len()
+                    && !p["receipts_mesh"].as_array().unwrap().is_empty()
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        World {
+            v,
+            nodes,
+            challenger_key,
+            challenger_file,
+            _challenger_dir: challenger_dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disputes_of_real_receipts_slash_dismiss_and_void() {
     if !docker_available().await {
         return;
     }
-    let admin = key();
-    let v = start_verifier(&admin).await;
-    let ops: Vec<SigningKey> = (0..3).map(|_| key()).collect();
-    let restakers: Vec<SigningKey> = (0..3).map(|_| key()).collect();
-    let challenger_dir = tempfile::tempdir().unwrap();
-    let challenger_file = challenger_dir.path().join("challenger.pem");
-    let challenger_key = vouch_node::keys::generate(&challenger_file).unwrap();
-
-    // The ledger: one asset, three staked operators, a challenger with a deposit.
-    let mut r = Requests {
-        url: v.url.clone(),
-        nonces: Default::default(),
-    };
-    let eth = || "eth".to_string();
-    r.send(
-        &admin,
-        RequestBody::RegisterAsset {
-            asset: eth(),
-            price_per_unit: 1,
-        },
-        None,
-    )
-    .await;
-    for (op, restaker) in ops.iter().zip(&restakers) {
-        let peer = key();
-        r.send(
-            op,
-            RequestBody::RegisterOperator {
-                peer_key: Key::of(&peer),
-            },
-            Some(&peer),
-        )
-        .await;
-        r.send(
-            op,
-            RequestBody::Allocate {
-                magnitude_ppm: 1_000_000,
-            },
-            None,
-        )
-        .await;
-        r.send(
-            restaker,
-            RequestBody::Deposit {
-                asset: eth(),
-                amount: STAKE,
-            },
-            None,
-        )
-        .await;
-        r.send(
-            restaker,
-            RequestBody::Delegate {
-                operator: Key::of(op),
-            },
-            None,
-        )
-        .await;
-    }
-    r.send(
-        &challenger_key,
-        RequestBody::Deposit {
-            asset: eth(),
-            amount: DEPOSIT,
-        },
-        None,
-    )
-    .await;
-
-    // Three nodes whose registry is the verifier's; node 3 signs wrong outputs.
-    let mut nodes: Vec<TestNode> = Vec::new();
-    let mut boot: Option<String> = None;
-    for (i, k) in ops.iter().enumerate() {
-        let (b, vurl) = (boot.clone(), v.url.clone());
-        let node = TestNode::start_with_key(k.clone(), move |c| {
-            c.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-            c.p2p.mdns = false;
-            c.p2p.verifier_url = Some(vurl);
-            c.p2p.registry_refresh_ms = 300;
-            c.p2p.bootstrap = b.into_iter().collect();
-            if i == 2 {
-                c.fault = Some(Fault::WrongOutput);
-            }
-        })
-        .await;
-        if i == 0 {
-            let p = get(&format!("{}/v1/peers", node.url)).await;
-            boot = Some(format!(
-                "{}/p2p/{}",
-                p["listen_addrs"][0].as_str().unwrap(),
-                p["peer_id"].as_str().unwrap()
-            ));
-        }
-        nodes.push(node);
-    }
-    for n in &nodes {
-        wait_until("every node joins the receipts mesh", async || {
-            let p = get(&format!("{}/v1/peers", n.url)).await;
-            p["registry"]["operators"].as_array().unwrap().len() == 3
-                && !p["receipts_mesh"].as_array().unwrap().is_empty()
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ch = Challenger::load(&challenger_file, &format!("eth:{BOND}"), &v.url).unwrap();
-    let balance = async || v.ledger.balance(&Key::of(&challenger_key), "eth").unwrap();
+    let w = World::new(&[None, None, Some(Fault::WrongOutput)]).await;
+    let (v, nodes, challenger_key) = (&w.v, &w.nodes, &w.challenger_key);
+    let challenger_file = &w.challenger_file;
+    let ch = Challenger::load(challenger_file, &format!("eth:{BOND}"), &v.url).unwrap();
+    let balance = async || v.ledger.balance(&Key::of(challenger_key), "eth").unwrap();
 
     // 1. The dishonest node's receipt: slashed, jailed, bounty to the challenger.
     let input = b"one two three";
@@ -306,7 +332,7 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
     .await;
     assert_eq!(job3["status"], "succeeded");
     assert_eq!(challenge(&ch, &nodes[2], &job3, input).await, "slashed");
-    let op3 = operator_view(&v, &nodes[2].operator).await;
+    let op3 = operator_view(v, &nodes[2].operator).await;
     assert_eq!(op3["jailed"], true, "{op3:#}");
     assert_eq!(
         op3["slashable_stake"]["eth"], "500",
@@ -322,7 +348,7 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
     // included, which then refuses to publish what peers would reject); a receipt it signs
     // afterwards, pushed onto the network anyway by a peer with a stale registry, is
     // rejected at the first hop and recorded nowhere.
-    for n in &nodes {
+    for n in nodes {
         wait_until("every node drops the jailed operator", async || {
             let p = get(&format!("{}/v1/peers", n.url)).await;
             p["registry"]["operators"].as_array().unwrap().len() == 2
@@ -346,8 +372,9 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
             .unwrap();
     let stale = Registry::default();
     stale.write().unwrap().extend(
-        ops.iter()
-            .map(|k| OperatorKey(k.verifying_key().to_bytes())),
+        nodes
+            .iter()
+            .map(|n| n.operator.parse::<OperatorKey>().unwrap()),
     );
     let p1 = get(&format!("{}/v1/peers", nodes[0].url)).await;
     let mut nc = NetConfig::new(network());
@@ -397,7 +424,7 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
     .await;
     let before = balance().await;
     assert_eq!(challenge(&ch, &nodes[0], &job1, input).await, "dismissed");
-    let op1 = operator_view(&v, &nodes[0].operator).await;
+    let op1 = operator_view(v, &nodes[0].operator).await;
     assert_eq!(op1["jailed"], false, "{op1:#}");
     assert_eq!(op1["slashable_stake"]["eth"], STAKE.to_string(), "{op1:#}");
     assert_eq!(
@@ -415,8 +442,67 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
     assert_eq!(job2["status"], "succeeded", "{job2:#}");
     let before = balance().await;
     assert_eq!(challenge(&ch, &nodes[1], &job2, b"").await, "void");
-    let op2 = operator_view(&v, &nodes[1].operator).await;
+    let op2 = operator_view(v, &nodes[1].operator).await;
     assert_eq!(op2["jailed"], false);
     assert_eq!(op2["slashable_stake"]["eth"], STAKE.to_string(), "{op2:#}");
     assert_eq!(balance().await, before, "the bond is unlocked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocation_gossiped_by_a_real_node_is_slashed_without_re_execution() {
+    if !docker_available().await {
+        return;
+    }
+    let w = World::new(&[None, Some(Fault::Equivocate)]).await;
+    let (v, nodes) = (&w.v, &w.nodes);
+    let done = run_job(
+        &nodes[1].url,
+        json!({"image": "vouch/wc:dev", "input": "two stories", "nonce": "equivocate"}),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded");
+    let id = done["job_id"].as_str().unwrap().to_string();
+    // The honest node records both receipts the equivocator gossiped for the job …
+    let url = format!("{}/v1/jobs/{id}/receipts", nodes[0].url);
+    wait_until("both receipts reach the honest node", async || {
+        get(&url).await["receipts"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let seen = get(&url).await;
+    // … which is all a challenger needs: the verifier slashes on the two signatures alone.
+    let challenger = hex::encode(w.challenger_key.verifying_key().to_bytes());
+    let body = json!({
+        "challenger": challenger,
+        "receipt_a": seen["receipts"][0]["receipt"],
+        "receipt_b": seen["receipts"][1]["receipt"],
+    });
+    let post = async || {
+        let resp = client()
+            .post(format!("{}/v1/disputes/equivocation", v.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        resp.json::<Value>().await.unwrap()
+    };
+    let verdict = post().await;
+    assert_eq!(verdict["outcome"], "slashed", "{verdict:#}");
+    let op = operator_view(v, &nodes[1].operator).await;
+    assert_eq!(op["jailed"], true, "{op:#}");
+    assert_ne!(op["slashable_stake"]["eth"], STAKE.to_string(), "{op:#}");
+    let balance = v
+        .ledger
+        .balance(&Key::of(&w.challenger_key), "eth")
+        .unwrap();
+    assert!(balance > DEPOSIT, "the bounty is paid: {balance}");
+    // One offence, one slash: reporting it again changes nothing.
+    let again = post().await;
+    assert_eq!(again["outcome"], "already_slashed", "{again:#}");
+    assert_eq!(
+        v.ledger
+            .balance(&Key::of(&w.challenger_key), "eth")
+            .unwrap(),
+        balance
+    );
 }
