@@ -35,7 +35,7 @@ use crate::events::{Conservation, Event};
 use crate::requests::{decimal, Key, RequestBody, Ruling, SignedRequest};
 
 pub use memory::MemoryLedger;
-pub use sqlite::{SqliteLedger, SCHEMA_VERSION};
+pub use sqlite::{GroupCommitStats, SqliteLedger, MAX_BATCH, SCHEMA_VERSION};
 
 /// Parts per million: the unit of magnitudes, slash fractions and bounties.
 pub const PPM: u32 = 1_000_000;
@@ -702,7 +702,8 @@ fn known_operator(s: &dyn Store, key: &Key) -> Result<OperatorState> {
     s.operator(key)?.ok_or(LedgerError::UnknownOperator(*key))
 }
 
-/// The rules. Runs inside the caller's transaction; any error leaves the caller to roll
+/// The rules. Runs inside the caller's transaction (for [`SqliteLedger`], the request's
+/// own savepoint inside its batch's transaction); any error leaves the caller to roll
 /// back, so nothing a refused request did is kept (not even its nonce).
 ///
 /// `attachment` is stored beside `open_dispute` (the evidence) and `close_dispute` (the

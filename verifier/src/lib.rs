@@ -5,8 +5,9 @@
 //! - [`requests`]: [`SignedRequest`], the only way to change the ledger. Each carries the
 //!   actor's ed25519 key, a per-actor strictly increasing nonce, a [`RequestBody`] and a
 //!   signature over a domain-tagged SHA-256 of canonical JSON bound to the network id.
-//! - [`ledger`]: the [`CollateralLedger`] trait; [`SqliteLedger`] (one SQLite file, one
-//!   exclusive transaction per request) and [`MemoryLedger`] (tests). Both run the same
+//! - [`ledger`]: the [`CollateralLedger`] trait; [`SqliteLedger`] (one SQLite file in WAL
+//!   mode with synchronous=FULL; concurrent requests share one exclusive transaction, a
+//!   group commit, each under its own savepoint) and [`MemoryLedger`] (tests). Both run the same
 //!   rules over a storage trait: deposits, delegation, allocation with delayed
 //!   deallocation, delayed withdrawals that stay slashable, pro-rata slashing with a
 //!   challenger bounty and a burn, and disputes that lock a challenger's bond when they
