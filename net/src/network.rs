@@ -171,6 +171,30 @@ impl NetworkHandle {
         .await?
     }
 
+    /// Fetches the blob named `digest` from whoever has it: `first` (say, the peer that
+    /// forwarded the message naming it), then the other connected peers, asking at most
+    /// `max_peers` in all. Any peer's bytes will do, since they are checked against the
+    /// digest. `Err` carries why the last peer asked could not give it.
+    pub async fn fetch_from_any(
+        &self,
+        first: PeerId,
+        digest: [u8; 32],
+        max_peers: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut peers = vec![first];
+        let others = self.peers().await.map_err(|e| e.to_string())?;
+        peers.extend(others.into_iter().filter(|p| *p != first));
+        let mut last = String::from("no peer serves it");
+        for peer in peers.into_iter().take(max_peers) {
+            match self.fetch(peer, digest).await {
+                Ok(Some(bytes)) => return Ok(bytes),
+                Ok(None) => last = format!("{peer} does not hold it"),
+                Err(e) => last = format!("{peer}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     /// Stops the network task and waits until it has dropped the swarm (closing every
     /// connection). Other handles then get [`NetError::Closed`].
     pub async fn shutdown(&self) -> Result<(), NetError> {

@@ -541,7 +541,10 @@ async fn on_announcement(
         return Ok(());
     }
     let input = if a.input.is_empty() && spec.input_digest != vouch_proto::Digest::of(b"") {
-        fetch_anywhere(p2p, via, spec.input_digest.0)
+        // Gossip names no author: ask the forwarding peer (often the announcer) first; the
+        // announcer and every replica that fetched it already serve it.
+        p2p.net
+            .fetch_from_any(via, spec.input_digest.0, FETCH_ATTEMPTS)
             .await
             .map_err(|e| format!("cannot fetch the input of {job_id}: {e}"))?
     } else {
@@ -554,33 +557,8 @@ async fn on_announcement(
         .map_err(|e| e.to_string())
 }
 
-/// Peers asked for a blob before giving up.
+/// Peers asked for an announced input before giving up.
 const FETCH_ATTEMPTS: usize = 8;
-
-/// Fetches a blob by digest from whoever has it: first `via` (the peer that forwarded the
-/// announcement, often its announcer), then the other connected peers. Gossip carries no
-/// libp2p author, and any peer's bytes will do, since the fetcher checks the digest; the
-/// announcer, and every replica that fetched the input before us, serve it.
-async fn fetch_anywhere(p2p: &P2p, via: PeerId, digest: [u8; 32]) -> Result<Vec<u8>, String> {
-    let mut peers = vec![via];
-    peers.extend(
-        p2p.net
-            .peers()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|p| *p != via),
-    );
-    let mut last = String::from("no peer serves it");
-    for peer in peers.into_iter().take(FETCH_ATTEMPTS) {
-        match p2p.net.fetch(peer, digest).await {
-            Ok(Some(bytes)) => return Ok(bytes),
-            Ok(None) => last = format!("{peer} does not hold it"),
-            Err(e) => last = format!("{peer}: {e}"),
-        }
-    }
-    Err(last)
-}
 
 /// Called by the node once it has signed the receipt of a replicated job: seals it in a
 /// commitment and publishes that, keeping the receipt back until the reveal is due.

@@ -864,19 +864,13 @@ impl Watcher {
     /// The blob named by `digest`, from the peer that forwarded the receipt, then from the
     /// other connected peers; the network checks the bytes against the digest.
     async fn fetch_blob(&self, via: PeerId, digest: [u8; 32]) -> Option<Vec<u8>> {
-        let mut peers = vec![via];
-        let others = self.net.peers().await.unwrap_or_default();
-        peers.extend(others.into_iter().filter(|p| *p != via));
-        for peer in peers.into_iter().take(MAX_FETCH_PEERS) {
-            match self.net.fetch(peer, digest).await {
-                Ok(Some(bytes)) => return Some(bytes),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(target: "vouch_verifier::watch", %peer, error = %e, "blob fetch failed")
-                }
-            }
-        }
-        None
+        self.net
+            .fetch_from_any(via, digest, MAX_FETCH_PEERS)
+            .await
+            .map_err(|e| {
+                tracing::debug!(target: "vouch_verifier::watch", error = %e, "blob fetch failed")
+            })
+            .ok()
     }
 
     fn record_dispute(&self, view: WatchDispute, final_status: bool) {
