@@ -21,18 +21,6 @@ use vouch_verifier::{
 
 const STAKE: u128 = 1_000_000;
 
-fn network() -> NetworkId {
-    NetworkId(NET)
-}
-
-fn operator() -> SigningKey {
-    sk(20)
-}
-
-fn challenger() -> SigningKey {
-    sk(40)
-}
-
 fn app(path: &std::path::Path) -> (Router, Arc<SqliteLedger>) {
     let ledger = Arc::new(SqliteLedger::open(path, config(), NET, admin()).expect("open"));
     let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default());

@@ -37,41 +37,6 @@ const BOND: u128 = 100;
 /// The verifier's clock in these tests; receipts are issued just before it.
 const NOW: u64 = 1_795_000_000_000;
 
-fn network() -> NetworkId {
-    NetworkId(NET)
-}
-
-fn operator() -> SigningKey {
-    sk(20)
-}
-
-fn challenger() -> SigningKey {
-    sk(40)
-}
-
-/// True when Docker answers and has the images. Without Docker the test is skipped —
-/// except under CI=true, where a missing Docker is a failure, not a skip.
-async fn docker_available() -> bool {
-    let exec = DockerExecutor::new(DockerExecutor::default_host(), "vouch-verifier-test-probe");
-    match exec.health().await {
-        Ok(()) => {
-            for image in ["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"] {
-                if exec.resolve_image(image).await.is_err() {
-                    panic!("image {image} is missing: run images/build.sh first");
-                }
-            }
-            true
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but Docker is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED (no Docker; CI=true makes this a failure): {e}");
-            false
-        }
-    }
-}
-
 /// A verifier with a Docker executor whose containers carry a label unique to the test.
 struct App {
     router: Router,
@@ -284,7 +249,7 @@ async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
-    if !docker_available().await {
+    if !docker_available(&["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"]).await {
         return;
     }
     let started = Instant::now();
@@ -401,7 +366,7 @@ async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn honest_receipt_is_dismissed_and_the_bond_burned() {
-    if !docker_available().await {
+    if !docker_available(&["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"]).await {
         return;
     }
     let started = Instant::now();
@@ -472,7 +437,7 @@ async fn honest_receipt_is_dismissed_and_the_bond_burned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nondeterministic_or_limit_breaking_runs_are_void() {
-    if !docker_available().await {
+    if !docker_available(&["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"]).await {
         return;
     }
     let started = Instant::now();
@@ -553,7 +518,7 @@ async fn nondeterministic_or_limit_breaking_runs_are_void() {
 /// judgment, one verdict for both; meanwhile the bond is locked and the dispute shows open.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dispute_submitted_twice_is_judged_once_with_its_bond_locked() {
-    if !docker_available().await {
+    if !docker_available(&["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"]).await {
         return;
     }
     let started = Instant::now();

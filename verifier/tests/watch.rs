@@ -26,8 +26,7 @@ use vouch_net::libp2p::identity::Keypair;
 use vouch_net::libp2p::Multiaddr;
 use vouch_net::{BlobStore, GossipValidator, NetConfig, NetError, Network, TopicKind};
 use vouch_proto::{
-    Amount, Determinism, Digest, JobSpec, Limits, NetworkId, OperatorKey, Receipt, Root32,
-    SignedReceipt,
+    Amount, Determinism, Digest, JobSpec, Limits, OperatorKey, Receipt, Root32, SignedReceipt,
 };
 use vouch_verifier::watch::{WatchConfig, WatchStatus};
 use vouch_verifier::{
@@ -40,39 +39,6 @@ const CHALLENGER_DEPOSIT: u128 = 1_000;
 const BOND: u128 = 100;
 /// Short epochs, so a receipt's beacon comes within a second.
 const EPOCH_MS: u64 = 500;
-
-fn network() -> NetworkId {
-    NetworkId(NET)
-}
-
-fn operator() -> SigningKey {
-    sk(20)
-}
-
-fn challenger() -> SigningKey {
-    sk(40)
-}
-
-/// True when Docker answers and has the image. Without Docker the test is skipped —
-/// except under CI=true, where a missing Docker is a failure, not a skip.
-async fn docker_available() -> bool {
-    let exec = DockerExecutor::new(DockerExecutor::default_host(), "vouch-watch-test-probe");
-    match exec.health().await {
-        Ok(()) => {
-            if exec.resolve_image("vouch/wc:dev").await.is_err() {
-                panic!("image vouch/wc:dev is missing: run images/build.sh first");
-            }
-            true
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but Docker is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED (no Docker; CI=true makes this a failure): {e}");
-            false
-        }
-    }
-}
 
 fn unique_label(what: &str) -> String {
     let d = Digest::of(format!("{what} {:?} {}", Instant::now(), std::process::id()).as_bytes());
@@ -227,7 +193,7 @@ fn slash_events(ledger: &SqliteLedger) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
-    if !docker_available().await {
+    if !docker_available(&["vouch/wc:dev"]).await {
         return;
     }
     let started = Instant::now();

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use ed25519_dalek::SigningKey;
+use vouch_exec::{DockerExecutor, Executor as _};
+use vouch_proto::NetworkId;
 use vouch_verifier::{
     CollateralLedger, Key, LedgerConfig, LedgerError, RequestBody, SignedRequest, Snapshot,
 };
@@ -102,4 +104,42 @@ pub fn staked_operator(s: &mut Signer, operator: &SigningKey, stake: u128) -> Ve
             },
         ),
     ]
+}
+
+/// The network of receipts in these tests (the ledger's id).
+pub fn network() -> NetworkId {
+    NetworkId(NET)
+}
+
+/// The operator of the dispute tests.
+pub fn operator() -> SigningKey {
+    sk(20)
+}
+
+/// The challenger of the dispute tests.
+pub fn challenger() -> SigningKey {
+    sk(40)
+}
+
+/// True when Docker answers and has `images`. Without Docker the test is skipped —
+/// except under CI=true, where a missing Docker is a failure, not a skip.
+pub async fn docker_available(images: &[&str]) -> bool {
+    let exec = DockerExecutor::new(DockerExecutor::default_host(), "vouch-verifier-test-probe");
+    match exec.health().await {
+        Ok(()) => {
+            for image in images {
+                if exec.resolve_image(image).await.is_err() {
+                    panic!("image {image} is missing: run images/build.sh first");
+                }
+            }
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but Docker is unavailable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (no Docker; CI=true makes this a failure): {e}");
+            false
+        }
+    }
 }
