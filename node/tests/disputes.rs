@@ -18,15 +18,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, docker_available, run_job, TestNode};
+use common::{
+    bootstrap_addr, client, docker_available, get, key, observer, run_job, wait_until, TestNode,
+};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use vouch_exec::DockerExecutor;
-use vouch_net::libp2p::identity::Keypair;
-use vouch_net::{GossipValidator, NetConfig, Network, Registry, TopicKind, VerifierKey};
+use vouch_net::TopicKind;
 use vouch_node::config::Fault;
 use vouch_node::disputes::{Challenger, Posted};
-use vouch_proto::{JobSpec, NetworkId, OperatorKey, ReceiptJson, SignedReceipt};
+use vouch_proto::{JobSpec, NetworkId, ReceiptJson, SignedReceipt};
 use vouch_verifier::{
     router, ApiState, CollateralLedger as _, DisputeConfig, Key, LedgerConfig, RequestBody,
     SignedRequest, SqliteLedger, Verifier,
@@ -36,30 +37,8 @@ const STAKE: u128 = 1_000;
 const DEPOSIT: u128 = 1_000;
 const BOND: u128 = 10;
 
-fn key() -> SigningKey {
-    SigningKey::generate(&mut rand::rngs::OsRng)
-}
-
 fn network() -> NetworkId {
     NetworkId::parse_or_name("vouch-devnet")
-}
-
-async fn get(url: &str) -> Value {
-    let resp = client().get(url).send().await.unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {v}");
-    v
-}
-
-async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out: {what}");
 }
 
 /// The verifier's API on 127.0.0.1, over a real ledger file and a Docker executor.
@@ -370,31 +349,8 @@ async fn disputes_of_real_receipts_slash_dismiss_and_void() {
             .unwrap()
             .verify()
             .unwrap();
-    let stale = Registry::default();
-    stale.write().unwrap().extend(
-        nodes
-            .iter()
-            .map(|n| n.operator.parse::<OperatorKey>().unwrap()),
-    );
-    let p1 = get(&format!("{}/v1/peers", nodes[0].url)).await;
-    let mut nc = NetConfig::new(network());
-    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    nc.mdns = false;
-    nc.bootstrap = vec![format!(
-        "{}/p2p/{}",
-        p1["listen_addrs"][0].as_str().unwrap(),
-        p1["peer_id"].as_str().unwrap()
-    )
-    .parse()
-    .unwrap()];
-    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
-    let (liar, _rx) = Network::spawn(
-        nc,
-        Keypair::generate_ed25519(),
-        GossipValidator::new(network(), stale, VerifierKey::default()),
-    )
-    .await
-    .unwrap();
+    let stale: Vec<String> = nodes.iter().map(|n| n.operator.clone()).collect();
+    let liar = observer(&bootstrap_addr(&nodes[0].url).await, &stale).await;
     wait_until("the stale peer joins the receipts mesh", async || {
         !liar
             .mesh_peers(TopicKind::Receipts)

@@ -8,38 +8,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, docker_available, run_job, submit, TestNode};
+use common::{
+    bootstrap_addr, client, docker_available, get, key, observer, run_job, submit, wait_until,
+    TestNode,
+};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
-use vouch_net::libp2p::identity::Keypair;
-use vouch_net::{GossipValidator, NetConfig, Network, Registry, TopicKind, VerifierKey};
+use vouch_net::TopicKind;
 use vouch_node::config::Fault;
 use vouch_proto::{
     commitment_value, Digest, JobId, NetworkId, OperatorKey, Receipt, ReplicaCommit, ReplicaReveal,
     Root32, SignedReceipt,
 };
 
-fn key() -> SigningKey {
-    SigningKey::generate(&mut rand::rngs::OsRng)
-}
-
 fn hex_of(k: &SigningKey) -> String {
     hex::encode(k.verifying_key().to_bytes())
-}
-
-async fn get(url: &str) -> Value {
-    let resp = client().get(url).send().await.unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {v}");
-    v
-}
-
-/// The first node's dialable address, from its `/v1/peers`.
-async fn bootstrap_addr(url: &str) -> String {
-    let p = get(&format!("{url}/v1/peers")).await;
-    let addr = p["listen_addrs"][0].as_str().unwrap();
-    format!("{addr}/p2p/{}", p["peer_id"].as_str().unwrap())
 }
 
 /// Starts one node per key, all allow-listing `operators`, the later ones bootstrapping from
@@ -86,16 +69,6 @@ async fn network(keys: &[SigningKey], operators: &[String], fault: Option<Fault>
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     nodes
-}
-
-async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -288,23 +261,7 @@ async fn a_rogue_replica_that_reveals_early_or_falsely_is_caught() {
 
     // The rogue: a bare swarm holding a registered operator key.
     let network_id = NetworkId::parse_or_name("vouch-devnet");
-    let registry = Registry::default();
-    registry
-        .write()
-        .unwrap()
-        .extend(ops.iter().map(|h| h.parse::<OperatorKey>().unwrap()));
-    let mut nc = NetConfig::new(network_id);
-    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    nc.mdns = false;
-    nc.bootstrap = vec![bootstrap_addr(&nodes[0].url).await.parse().unwrap()];
-    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
-    let (net, _rx) = Network::spawn(
-        nc,
-        Keypair::generate_ed25519(),
-        GossipValidator::new(network_id, registry, VerifierKey::default()),
-    )
-    .await
-    .unwrap();
+    let net = observer(&bootstrap_addr(&nodes[0].url).await, &ops).await;
     wait_until("the rogue joins the jobs mesh", async || {
         !net.mesh_peers(TopicKind::Jobs).await.unwrap().is_empty()
     })
@@ -407,29 +364,6 @@ async fn a_rogue_replica_that_reveals_early_or_falsely_is_caught() {
     for n in nodes {
         n.stop().await;
     }
-}
-
-/// A bare swarm on the test network, to look at a node from outside.
-async fn observer(bootstrap: &str, ops: &[String]) -> vouch_net::NetworkHandle {
-    let network_id = NetworkId::parse_or_name("vouch-devnet");
-    let registry = Registry::default();
-    registry
-        .write()
-        .unwrap()
-        .extend(ops.iter().map(|h| h.parse::<OperatorKey>().unwrap()));
-    let mut nc = NetConfig::new(network_id);
-    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    nc.mdns = false;
-    nc.bootstrap = vec![bootstrap.parse().unwrap()];
-    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
-    let (net, _rx) = Network::spawn(
-        nc,
-        Keypair::generate_ed25519(),
-        GossipValidator::new(network_id, registry, VerifierKey::default()),
-    )
-    .await
-    .unwrap();
-    net
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

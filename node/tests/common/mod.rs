@@ -184,3 +184,61 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A fresh operator key.
+pub fn key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// `GET url`, which must succeed, as JSON.
+pub async fn get(url: &str) -> Value {
+    let resp = client().get(url).send().await.unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {v}");
+    v
+}
+
+/// Polls `f` every 200 ms for up to a minute.
+pub async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+/// A node's dialable address, from its `/v1/peers`.
+pub async fn bootstrap_addr(url: &str) -> String {
+    let p = get(&format!("{url}/v1/peers")).await;
+    let addr = p["listen_addrs"][0].as_str().unwrap();
+    format!("{addr}/p2p/{}", p["peer_id"].as_str().unwrap())
+}
+
+/// A bare swarm on the test network (`vouch-devnet`) bootstrapping from `bootstrap`, whose
+/// registry is `ops` (64-hex operator keys): to look at nodes from outside, or to gossip
+/// what a node would not.
+pub async fn observer(bootstrap: &str, ops: &[String]) -> vouch_net::NetworkHandle {
+    use vouch_net::{GossipValidator, NetConfig, Network, Registry, VerifierKey};
+    let network_id = vouch_proto::NetworkId::parse_or_name("vouch-devnet");
+    let registry = Registry::default();
+    registry.write().unwrap().extend(
+        ops.iter()
+            .map(|h| h.parse::<vouch_proto::OperatorKey>().unwrap()),
+    );
+    let mut nc = NetConfig::new(network_id);
+    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    nc.mdns = false;
+    nc.bootstrap = vec![bootstrap.parse().unwrap()];
+    nc.colocation_whitelist.insert([127, 0, 0, 1].into());
+    let (net, _rx) = Network::spawn(
+        nc,
+        vouch_net::libp2p::identity::Keypair::generate_ed25519(),
+        GossipValidator::new(network_id, registry, VerifierKey::default()),
+    )
+    .await
+    .unwrap();
+    net
+}
