@@ -30,6 +30,23 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// Label for the phases of a job.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// `create`, `start`, `run`, `remove` (the container, from the executor), `hash` (output
+    /// digest and trace root), `sign` (signing protection's durable record and the
+    /// signature), `persist` (the durable job row with output, trace and receipt).
+    pub phase: String,
+}
+
+/// A histogram per job phase.
+pub type PhaseHistograms = Family<PhaseLabel, Histogram, fn() -> Histogram>;
+
+fn phase_histogram() -> Histogram {
+    // 50 µs … ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
 /// All node metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,6 +65,8 @@ pub struct Metrics {
     pub signing_refused: Counter,
     /// Wall time of a job from container create to removal.
     pub job_seconds: Histogram,
+    /// Time spent in each phase of a successful job.
+    pub job_phase_seconds: PhaseHistograms,
     /// Connected libp2p peers.
     pub p2p_peers: Gauge,
     /// Gossip validation decisions since start, by result and reason (set from the network's
@@ -71,6 +90,7 @@ impl Metrics {
             receipts_signed: Counter::default(),
             signing_refused: Counter::default(),
             job_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            job_phase_seconds: Family::new_with_constructor(phase_histogram),
             p2p_peers: Gauge::default(),
             p2p_messages: Family::default(),
             p2p_delivered: Family::default(),
@@ -112,6 +132,11 @@ impl Metrics {
             "Time from container create to removal",
             m.job_seconds.clone(),
         );
+        registry.register(
+            "job_phase_seconds",
+            "Time spent in each phase of a successful job (create, start, run, remove, hash, sign, persist)",
+            m.job_phase_seconds.clone(),
+        );
         registry.register("p2p_peers", "Connected libp2p peers", m.p2p_peers.clone());
         registry.register(
             "p2p_messages",
@@ -138,6 +163,15 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Records the time one phase of a job took.
+    pub fn phase(&self, phase: &str, took: std::time::Duration) {
+        self.job_phase_seconds
+            .get_or_create(&PhaseLabel {
+                phase: phase.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Copies the network's counters into `p2p_messages`.

@@ -565,8 +565,12 @@ impl Node {
                 stdout,
                 stderr,
                 trace,
-                ..
+                timings,
             }) => {
+                self.metrics.phase("create", timings.create);
+                self.metrics.phase("start", timings.start);
+                self.metrics.phase("run", timings.run);
+                self.metrics.phase("remove", timings.remove);
                 let stdout = match self.config.fault {
                     Some(crate::config::Fault::WrongOutput) => {
                         tracing::warn!(target: "vouch::fault", %job_id, "FAULT INJECTION: signing a wrong output on purpose (--fault wrong-output)");
@@ -576,19 +580,23 @@ impl Node {
                     }
                     _ => stdout,
                 };
+                let hashing = std::time::Instant::now();
                 let trace_root = vouch_proto::merkle_root(&trace);
                 let trace_len = trace.len() as u64;
+                let output_digest = Digest::of(&stdout);
+                self.metrics.phase("hash", hashing.elapsed());
                 let body = ResultBody {
                     job_id,
                     image: spec.image,
                     input_digest: spec.input_digest,
-                    output_digest: Digest::of(&stdout),
+                    output_digest,
                     output_len: stdout.len() as u64,
                     exit_code,
                     trace_root,
                     trace_len,
                 };
                 let signer = self.signer.clone();
+                let signing = std::time::Instant::now();
                 let signed = tokio::task::spawn_blocking(move || signer.sign_result(&body))
                     .await
                     .unwrap_or_else(|e| {
@@ -596,16 +604,19 @@ impl Node {
                     });
                 match signed {
                     Ok((receipt, fresh)) => {
+                        self.metrics.phase("sign", signing.elapsed());
                         if fresh == Fresh::New {
                             self.metrics.receipts_signed.inc();
                         }
                         tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
                         self.metrics.finished("succeeded");
                         let r2 = receipt.clone();
+                        let persisting = std::time::Instant::now();
                         self.blocking(move |s| {
                             s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &r2)
                         })
                         .await?;
+                        self.metrics.phase("persist", persisting.elapsed());
                         if let Some(p2p) = self.p2p.get() {
                             if spec.replicas > 1 {
                                 crate::p2p::commit(self, p2p, receipt).await;

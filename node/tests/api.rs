@@ -328,6 +328,13 @@ async fn metrics_count_jobs_and_receipts() {
         text.contains("vouch_jobs_finished_total{outcome=\"succeeded\"} 3"),
         "{text}"
     );
+    // Every phase of the three jobs is timed once.
+    for phase in [
+        "create", "start", "run", "remove", "hash", "sign", "persist",
+    ] {
+        let line = format!("vouch_job_phase_seconds_count{{phase=\"{phase}\"}} 3");
+        assert!(text.contains(&line), "{line} missing in {text}");
+    }
 }
 
 #[tokio::test]
