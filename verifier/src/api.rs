@@ -55,6 +55,10 @@ use crate::requests::{Key, Sig, SignedRequest};
 
 /// Largest request body accepted (a dispute with two receipts is about 4 KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest body of a result challenge, which carries the job's input in base64: room for
+/// the largest input a `vouch-node` accepts (its request body is at most 16 MiB), so any
+/// job a node ran can be disputed.
+pub const MAX_DISPUTE_BODY_BYTES: usize = 24 << 20;
 /// Most events one `GET /v1/events` returns.
 pub const MAX_EVENTS_PAGE: usize = 1000;
 /// Requests handled at once; more wait.
@@ -130,7 +134,9 @@ pub fn system_now_ms() -> u64 {
 /// limit, body limit.
 pub fn router(state: ApiState) -> Router {
     // Re-execution may take longer than REQUEST_TIMEOUT; it bounds itself (module docs).
-    let reexec = Router::new().route("/v1/disputes/result", post(post_result));
+    let reexec = Router::new()
+        .route("/v1/disputes/result", post(post_result))
+        .layer(DefaultBodyLimit::max(MAX_DISPUTE_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/requests", post(post_request))
@@ -302,13 +308,21 @@ impl From<DisputeError> for ApiError {
 /// Parses a JSON body, turning both transport and decoding failures into [`ApiError`]s
 /// (413 for a body over [`MAX_BODY_BYTES`]).
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    json_body_up_to(body, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for a route whose body limit is `limit` (named in the 413 message).
+fn json_body_up_to<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 "body_too_large",
-                format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
+                format!("request body is over the limit of {limit} bytes"),
             )
         } else {
             ApiError::new(status, "invalid_body", r.body_text())
@@ -603,7 +617,7 @@ async fn post_result(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ResultVerdict>, ApiError> {
     use base64::Engine as _;
-    let d: ResultDisputeBody = json_body(body)?;
+    let d: ResultDisputeBody = json_body_up_to(body, MAX_DISPUTE_BODY_BYTES)?;
     let receipt = d.receipt.verify().map_err(|source| DisputeError::Receipt {
         which: "receipt",
         source,

@@ -352,8 +352,9 @@ pub struct DisputeRecord {
     pub closed: Option<DisputeClosed>,
 }
 
-/// Largest evidence `open_dispute` stores (a challenge is bounded by the API's body limit).
-pub const MAX_EVIDENCE_BYTES: usize = 4 << 20;
+/// Largest evidence `open_dispute` stores: a challenge as the API accepts it (its body
+/// limit, [`crate::api::MAX_DISPUTE_BODY_BYTES`], room for a node's largest input).
+pub const MAX_EVIDENCE_BYTES: usize = crate::api::MAX_DISPUTE_BODY_BYTES;
 /// Largest report `close_dispute` stores.
 pub const MAX_REPORT_BYTES: usize = 64 << 10;
 

@@ -370,6 +370,14 @@ async fn bad_inputs_are_4xx_and_change_nothing() {
             "over the limit",
         ),
         (
+            "oversized result challenge (its limit is larger: it carries the input)",
+            "/v1/disputes/result",
+            Body::from(vec![b' '; (24 << 20) + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "over the limit of 25165824 bytes",
+        ),
+        (
             "oversized request body",
             "/v1/requests",
             Body::from(vec![b' '; 2 << 20]),

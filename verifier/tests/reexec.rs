@@ -435,6 +435,33 @@ async fn honest_receipt_is_dismissed_and_the_bond_burned() {
     eprintln!("honest receipt: {:?}", started.elapsed());
 }
 
+/// A challenge carries the job's input: one of 3 MiB (three times the verifier's general
+/// body limit, well within a node's) is accepted, re-run and judged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_challenge_with_a_large_input_is_judged() {
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    let app = App::new().await;
+    let input: Vec<u8> = b"large inputs are disputable too\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    let spec = spec(resolve(&app, "vouch/wc:dev").await, &[], &input, "large");
+    let wrong = sign_receipt(&operator(), network(), &spec, b"{}", 0, NOW - 10);
+    let body = challenge(&challenger(), &wrong, &spec, &input);
+    assert!(serde_json::to_vec(&body).expect("json").len() > 4 << 20);
+    let (status, v) = post(&app.router, "/v1/disputes/result", &body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "slashed", "{v}");
+    assert!(
+        app.leftover_containers().is_empty(),
+        "containers left behind"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nondeterministic_or_limit_breaking_runs_are_void() {
     if !docker_available(&["vouch/wc:dev", "vouch/random:dev", "vouch/sleep:dev"]).await {
