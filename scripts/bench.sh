@@ -14,7 +14,7 @@ quick="${BENCH_QUICK:-}"
 
 echo "==> building images and the bench tool" >&2
 bash images/build.sh >&2
-cargo build --release -p vouch-node --bin vouch-bench >&2
+cargo build --release -p vouch-node --bins >&2
 
 crit=(-- --warm-up-time 1 --measurement-time "${quick:+1}${quick:-4}")
 echo "==> criterion: receipt signing and verification" >&2
@@ -24,7 +24,7 @@ cargo bench -p vouch-inference --bench step_vs_full "${crit[@]}" >&2
 
 echo "==> end to end: jobs and inference through vouch-node" >&2
 if [ -n "$quick" ]; then
-  "${CARGO_TARGET_DIR:-$repo/target}/release/vouch-bench" --suite all --runs 8 --jobs 8 --requests 8 --json "$out/node.json" >"$out/node.md"
+  "${CARGO_TARGET_DIR:-$repo/target}/release/vouch-bench" --suite all --runs 8 --jobs 8 --requests 8 --memory-requests 100,300,1000 --cold-requests 3 --json "$out/node.json" >"$out/node.md"
 else
   "${CARGO_TARGET_DIR:-$repo/target}/release/vouch-bench" --suite all --runs 30 --jobs 24 --requests 40 --json "$out/node.json" >"$out/node.md"
 fi
@@ -35,9 +35,13 @@ cargo bench -p vouch-net --bench gossip -- ${quick:+--quick} --json "$out/gossip
 echo "==> verifier: durable ledger events/s, equivocation checks, disputes vs one execution" >&2
 cargo bench -p vouch-verifier --bench verifier -- ${quick:+--quick} --json "$out/verifier.json" >"$out/verifier.md"
 
+echo "==> verifier memory and start-up against ledger size (1k / 10k / 100k events)" >&2
+cargo bench -p vouch-verifier --bench memory -- ${quick:+--quick} --json "$out/verifier-memory.json" >"$out/verifier-memory.md"
+
 python3 scripts/bench_report.py "${CARGO_TARGET_DIR:-$repo/target}/criterion" "$out/node.json" "$out/node.md" \
   --section gossip "Gossip: 25-node loopback network" "$out/gossip.json" "$out/gossip.md" \
   --section verifier "Verifier: ledger events/s, equivocation proofs, wrong-result disputes" "$out/verifier.json" "$out/verifier.md" \
+  --section verifier_memory "Verifier: memory and start-up against ledger size" "$out/verifier-memory.json" "$out/verifier-memory.md" \
   >"$out/report.md"
 echo "==> wrote $out/report.md and $out/report.json" >&2
 cat "$out/report.md"
