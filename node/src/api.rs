@@ -102,6 +102,16 @@ impl From<SubmitError> for ApiError {
             e @ SubmitError::QueueFull(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
             }
+            e @ SubmitError::OverExposure(crate::exposure::Refusal::StakeUnknown { .. }) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stake_unknown",
+                    e.to_string(),
+                )
+            }
+            e @ SubmitError::OverExposure(_) => {
+                ApiError::new(StatusCode::CONFLICT, "over_exposure_cap", e.to_string())
+            }
             SubmitError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -538,6 +548,7 @@ async fn node_info(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "max_body_bytes": node.config.max_body_bytes,
         "api_keys_required": !node.config.api_keys.is_empty(),
         "peer_id": node.p2p.get().map(|p| p.net.local_peer_id().to_string()),
+        "exposure": node.exposure.report(crate::store::now_ms()),
     }))
 }
 

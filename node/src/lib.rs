@@ -29,6 +29,7 @@ pub mod config;
 pub mod disputes;
 pub mod error;
 pub mod executor;
+pub mod exposure;
 pub mod keys;
 pub mod metrics;
 pub mod node;

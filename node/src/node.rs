@@ -82,6 +82,9 @@ pub enum SubmitError {
     /// The queue is full.
     #[error("the job queue is full ({0} jobs waiting); retry later")]
     QueueFull(usize),
+    /// Admission by stake refused the job (its value at risk).
+    #[error(transparent)]
+    OverExposure(#[from] crate::exposure::Refusal),
     /// Something internal failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -120,6 +123,8 @@ pub struct Node {
         tokio::sync::Mutex<std::collections::HashMap<String, (Digest, std::time::Instant)>>,
     /// The peer-to-peer side, once joined (set by [`crate::serve`]).
     pub p2p: std::sync::OnceLock<Arc<crate::p2p::P2p>>,
+    /// Open value at risk and its cap (admission by stake).
+    pub exposure: Arc<crate::exposure::Exposure>,
 }
 
 /// The receiving end of the queue, run by [`Worker::run`].
@@ -141,6 +146,10 @@ impl Node {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (changed, _) = watch::channel(0);
         let inline_slots = Arc::new(Semaphore::new(config.max_concurrent_jobs));
+        // Stake is known only from a verifier, which a node reads when it joins the network.
+        let exposure = Arc::new(crate::exposure::Exposure::new(
+            config.p2p.verifier_url.is_some() && !config.p2p.listen.is_empty(),
+        ));
         let node = Arc::new(Node {
             config,
             store,
@@ -152,6 +161,7 @@ impl Node {
             inline_slots,
             model_images: Default::default(),
             p2p: std::sync::OnceLock::new(),
+            exposure,
         });
         (node.clone(), Worker { node, queue: rx })
     }
@@ -173,9 +183,30 @@ impl Node {
     /// Re-queues what a previous run left queued or running. A job interrupted
     /// `max_attempts` times is failed instead of being started again.
     pub async fn recover(self: &Arc<Self>) -> rusqlite::Result<usize> {
+        // Signed jobs still inside a challenge window count against the cap; the window is
+        // not known before the registry is read, so they count until then plus a day's
+        // worth at most (they are pruned by the window once it is known).
+        let signed = self
+            .blocking(|s| s.with_status(&[JobStatus::Succeeded]))
+            .await?;
+        for job in signed.iter().filter(|j| j.spec.value_at_risk.0 > 0) {
+            if let Some(r) = &job.receipt {
+                self.exposure.restore(
+                    &job.job_id,
+                    job.spec.value_at_risk.0,
+                    r.receipt
+                        .issued_at_ms
+                        .saturating_add(crate::exposure::RESTORED_WINDOW_MS),
+                );
+            }
+        }
         let pending = self
             .blocking(|s| s.with_status(&[JobStatus::Running, JobStatus::Queued]))
             .await?;
+        for job in &pending {
+            self.exposure
+                .restore(&job.job_id, job.spec.value_at_risk.0, u64::MAX);
+        }
         let mut requeued = 0;
         for job in pending {
             let id = job.job_id;
@@ -187,6 +218,7 @@ impl Node {
                     );
                     self.blocking(move |s| s.mark_failed(&id, &reason, b""))
                         .await?;
+                    self.exposure.released(&id);
                     self.metrics.finished("failed_interrupted");
                     continue;
                 }
@@ -358,6 +390,8 @@ impl Node {
         spec: JobSpec,
         input: Vec<u8>,
     ) -> Result<Submitted, SubmitError> {
+        self.exposure
+            .admit(&job_id, spec.value_at_risk.0, crate::store::now_ms())?;
         let permit = match self.queue.try_reserve() {
             Ok(p) => Some(p),
             Err(mpsc::error::TrySendError::Full(())) => None,
@@ -380,6 +414,7 @@ impl Node {
                     self.notify();
                 }
                 None => {
+                    self.exposure.released(&job_id);
                     // A new job is forgotten; a re-queued one goes back to failed.
                     let _ = if inserted == Inserted::New {
                         self.blocking(move |s| s.forget_queued(&job_id)).await
@@ -617,6 +652,7 @@ impl Node {
                         })
                         .await?;
                         self.metrics.phase("persist", persisting.elapsed());
+                        self.exposure.settled(&job_id, receipt.receipt.issued_at_ms);
                         if let Some(p2p) = self.p2p.get() {
                             if spec.replicas > 1 {
                                 crate::p2p::commit(self, p2p, receipt).await;
@@ -642,6 +678,7 @@ impl Node {
                         self.metrics.finished("failed_signing");
                         tracing::warn!(target: "vouch::jobs", %job_id, %e, "signing refused");
                         let reason = e.to_string();
+                        self.exposure.released(&job_id);
                         self.blocking(move |s| s.mark_failed(&job_id, &reason, &stderr))
                             .await
                     }
@@ -659,6 +696,7 @@ impl Node {
                 };
                 self.metrics.finished(outcome);
                 tracing::info!(target: "vouch::jobs", %job_id, %detail, "job failed: limit exceeded");
+                self.exposure.released(&job_id);
                 self.blocking(move |s| s.mark_failed(&job_id, &detail, &stderr))
                     .await
             }
@@ -666,6 +704,7 @@ impl Node {
                 self.metrics.finished("failed_infrastructure");
                 tracing::warn!(target: "vouch::jobs", %job_id, %e, "job could not be run");
                 let reason = e.to_string();
+                self.exposure.released(&job_id);
                 self.blocking(move |s| s.mark_failed(&job_id, &reason, b""))
                     .await
             }

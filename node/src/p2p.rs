@@ -127,7 +127,31 @@ struct RegistryDoc {
     verifier: OperatorKey,
     network_id: vouch_proto::NetworkId,
     operators: Vec<RegistryEntry>,
+    /// The service's slack γ (admission by stake); older verifiers omit it.
+    #[serde(default = "default_gamma_ppm")]
+    gamma_ppm: u32,
+    #[serde(default)]
+    challenge_window_ms: u64,
+    /// Share of stake a wrong result slashes; older verifiers omit it (the default half).
+    #[serde(default = "default_slash_ppm")]
+    wrong_result_slash_ppm: u32,
 }
+
+fn default_slash_ppm() -> u32 {
+    500_000
+}
+
+fn default_gamma_ppm() -> u32 {
+    100_000
+}
+
+/// What one registry read gives: the verifier key, the active operators with their
+/// selection weights, and this node's own stake for admission.
+type RegistryRead = (
+    OperatorKey,
+    Vec<(OperatorKey, u128)>,
+    crate::exposure::StakeView,
+);
 
 #[derive(Debug, serde::Deserialize)]
 struct RegistryEntry {
@@ -140,7 +164,8 @@ async fn fetch_registry(
     http: &reqwest::Client,
     url: &str,
     network: vouch_proto::NetworkId,
-) -> Result<(OperatorKey, Vec<(OperatorKey, u128)>), String> {
+    me: OperatorKey,
+) -> Result<RegistryRead, String> {
     let url = format!("{}/v1/registry", url.trim_end_matches('/'));
     let resp = http
         .get(&url)
@@ -160,6 +185,17 @@ async fn fetch_registry(
             doc.network_id
         ));
     }
+    let mut mine = crate::exposure::StakeView {
+        stake_value: 0,
+        active: false,
+        gamma_ppm: doc.gamma_ppm,
+        challenge_window_ms: doc.challenge_window_ms,
+        slash_ppm: doc.wrong_result_slash_ppm,
+    };
+    if let Some(e) = doc.operators.iter().find(|e| e.operator == me) {
+        mine.stake_value = e.stake_value.parse::<u128>().unwrap_or(0);
+        mine.active = e.active;
+    }
     let ops = doc
         .operators
         .into_iter()
@@ -171,7 +207,7 @@ async fn fetch_registry(
             )
         })
         .collect();
-    Ok((doc.verifier, ops))
+    Ok((doc.verifier, ops, mine))
 }
 
 impl P2p {
@@ -210,10 +246,11 @@ impl P2p {
         let mut registry_error = None;
         let registry_source = match &pc.verifier_url {
             Some(url) => {
-                match fetch_registry(&http, url, network_id).await {
-                    Ok((vk, ops)) => {
+                match fetch_registry(&http, url, network_id, node.signer.operator()).await {
+                    Ok((vk, ops, mine)) => {
                         set_verifier(&verifier_key, vk);
                         operators.replace(ops);
+                        node.exposure.set_stake(mine);
                     }
                     Err(e) => {
                         tracing::warn!(target: "vouch::p2p", error = %e, "cannot fetch the operator registry yet; gossip from every operator is refused until it can");
@@ -273,6 +310,7 @@ impl P2p {
         if let Some(url) = pc.verifier_url.clone() {
             tasks.push(tokio::spawn(refresh_registry(
                 p2p.clone(),
+                node.clone(),
                 http,
                 url,
                 network_id,
@@ -385,6 +423,7 @@ fn set_verifier(vk: &VerifierKey, key: OperatorKey) {
 
 async fn refresh_registry(
     p2p: Arc<P2p>,
+    node: Arc<Node>,
     http: reqwest::Client,
     url: String,
     network: vouch_proto::NetworkId,
@@ -398,10 +437,11 @@ async fn refresh_registry(
             _ = tick.tick() => {}
             _ = p2p.refresh.notified() => {}
         }
-        match fetch_registry(&http, &url, network).await {
-            Ok((vk, ops)) => {
+        match fetch_registry(&http, &url, network, node.signer.operator()).await {
+            Ok((vk, ops, mine)) => {
                 set_verifier(&p2p.verifier_key, vk);
                 p2p.operators.replace(ops);
+                node.exposure.set_stake(mine);
                 if let Ok(mut e) = p2p.registry_error.write() {
                     *e = None;
                 }

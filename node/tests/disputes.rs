@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    bootstrap_addr, client, docker_available, get, key, observer, run_job, wait_until, TestNode,
+    bootstrap_addr, client, docker_available, get, key, observer, run_job, submit, wait_until,
+    TestNode,
 };
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -460,5 +461,105 @@ async fn an_equivocation_gossiped_by_a_real_node_is_slashed_without_re_execution
             .balance(&Key::of(&w.challenger_key), "eth")
             .unwrap(),
         balance
+    );
+}
+
+/// Admission by stake (README "Admission by stake"): a node takes a job only while its
+/// open value at risk stays within what a wrong result would slash / (1 + γ); the
+/// verifier's security figures show the same numbers; after a slash the cap shrinks (to
+/// zero: the operator is jailed) and the next job is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admission_by_stake_refuses_jobs_over_the_cap_and_a_slash_shrinks_it() {
+    if !docker_available().await {
+        return;
+    }
+    let w = World::new(&[None, Some(Fault::WrongOutput)]).await;
+    let (v, nodes) = (&w.v, &w.nodes);
+    // Stake 1000 (price 1), half slashed for a wrong result: 500; γ 0.1: cap 454.
+    let exposure =
+        async |n: &TestNode| get(&format!("{}/v1/node", n.url)).await["exposure"].clone();
+    let e = exposure(&nodes[1]).await;
+    assert_eq!(e["enforced"], true, "{e:#}");
+    assert_eq!(e["stake_value"], "1000", "{e:#}");
+    assert_eq!(e["slashable_per_offence"], "500", "{e:#}");
+    assert_eq!(e["cap"], "454", "{e:#}");
+
+    let job = |var: &str, nonce: &str| json!({"image": "vouch/wc:dev", "input": "at risk", "value_at_risk": var, "nonce": nonce});
+    let a = run_job(&nodes[1].url, job("300", "a")).await;
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    let (status, refused) = submit(&nodes[1].url, job("200", "b")).await;
+    assert_eq!(status, 409, "{refused:#}");
+    assert_eq!(refused["error"]["code"], "over_exposure_cap", "{refused:#}");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("from 300 to 500") && msg.contains("cap of 454"),
+        "{msg}"
+    );
+    // Exactly up to the cap, and a job with nothing at risk, are taken.
+    assert_eq!(
+        run_job(&nodes[1].url, job("154", "c")).await["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        run_job(&nodes[1].url, job("0", "d")).await["status"],
+        "succeeded"
+    );
+    let e = exposure(&nodes[1]).await;
+    assert_eq!(
+        (e["open_value_at_risk"].as_str(), e["margin"].as_str()),
+        (Some("454"), Some("0")),
+        "{e:#}"
+    );
+    // The same cap holds for every operator independently.
+    assert_eq!(
+        run_job(&nodes[0].url, job("454", "e")).await["status"],
+        "succeeded"
+    );
+    assert_eq!(submit(&nodes[0].url, job("1", "f")).await.0, 409);
+
+    // The verifier's view of the stake side.
+    let sec = get(&format!("{}/v1/security", v.url)).await;
+    assert_eq!(sec["gamma"], "0.1", "{sec:#}");
+    for o in sec["operators"].as_array().unwrap() {
+        assert_eq!(o["stake_value"], "1000", "{sec:#}");
+        assert_eq!(o["cap"], "454", "{sec:#}");
+    }
+    assert_eq!(sec["service"]["cost_of_corruption"], "1000", "{sec:#}");
+
+    // The dishonest operator is slashed and jailed: its cap is 0 as soon as its node reads
+    // the registry, and a job it would have taken before is refused.
+    let ch = Challenger::load(&w.challenger_file, &format!("eth:{BOND}"), &v.url).unwrap();
+    assert_eq!(challenge(&ch, &nodes[1], &a, b"at risk").await, "slashed");
+    wait_until("the node reads its slashed stake", async || {
+        exposure(&nodes[1]).await["cap"] == "0"
+    })
+    .await;
+    let e = exposure(&nodes[1]).await;
+    assert_eq!(e["stake_value"], "500", "{e:#}");
+    let (status, refused) = submit(&nodes[1].url, job("1", "g")).await;
+    assert_eq!(status, 409, "{refused:#}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("jailed"),
+        "{refused:#}"
+    );
+    let sec = get(&format!("{}/v1/security", v.url)).await;
+    let op = sec["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operator"] == nodes[1].operator)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (op["jailed"].as_bool(), op["cap"].as_str()),
+        (Some(true), Some("0")),
+        "{sec:#}"
+    );
+    assert_eq!(
+        sec["service"]["cost_of_corruption"], "500",
+        "only the honest operator's stake backs the service now: {sec:#}"
     );
 }

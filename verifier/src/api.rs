@@ -79,6 +79,7 @@ pub struct ApiState {
     clock: Clock,
     net: Option<Arc<crate::gossip::VerifierNet>>,
     beacon_epoch_ms: u64,
+    security: crate::security::SecurityParams,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -97,7 +98,14 @@ impl ApiState {
             verifier,
             net: None,
             beacon_epoch_ms: DEFAULT_BEACON_EPOCH_MS,
+            security: Default::default(),
         }
+    }
+
+    /// The service's security parameters (γ; README "Economic security").
+    pub fn with_security(mut self, params: crate::security::SecurityParams) -> Self {
+        self.security = params;
+        self
     }
 
     /// The length of a beacon epoch (SPEC.md §11.3); at least 1 ms.
@@ -144,6 +152,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/operators/{key}", get(get_operator))
         .route("/v1/snapshot", get(get_snapshot))
         .route("/v1/registry", get(get_registry))
+        .route("/v1/security", get(get_security))
         .route("/v1/receipts", get(get_receipts))
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
@@ -438,6 +447,8 @@ async fn get_registry(State(st): State<ApiState>) -> Result<Json<serde_json::Val
     let now = (st.clock)();
     let ledger = st.ledger();
     let network = st.verifier.network();
+    let gamma_ppm = st.security.gamma_ppm;
+    let slash_ppm = st.verifier.config().wrong_result_slash_ppm;
     blocking(move || {
         let snap = ledger.snapshot()?;
         let mut ops = vec![];
@@ -460,8 +471,68 @@ async fn get_registry(State(st): State<ApiState>) -> Result<Json<serde_json::Val
             "network_id": network,
             "verifier": ledger.verifier_key(),
             "at_ms": now,
+            "gamma_ppm": gamma_ppm,
+            "wrong_result_slash_ppm": slash_ppm,
+            "challenge_window_ms": ledger.config().challenge_window_ms(),
             "operators": ops,
         })))
+    })
+    .await
+}
+
+/// Economic security figures (README "Economic security", `crate::security`): per
+/// operator slashable stake, open value at risk, cap and margin, the per-operator
+/// condition with slack γ; for the service cost vs profit of corruption.
+async fn get_security(
+    State(st): State<ApiState>,
+) -> Result<Json<crate::security::SecurityReport>, ApiError> {
+    let now = (st.clock)();
+    let ledger = st.ledger();
+    let window = ledger.config().challenge_window_ms();
+    let (open, source) = match &st.net {
+        Some(net) => (
+            net.open_value_at_risk(now, window),
+            format!(
+                "receipts heard on the network inside the challenge window, priced by their specs' value_at_risk ({} heard, {} not priced)",
+                net.heard(),
+                net.unpriced()
+            ),
+        ),
+        None => (
+            Default::default(),
+            "none: this verifier has not joined the network (--p2p-listen), so it hears no receipts".to_string(),
+        ),
+    };
+    let params = st.security;
+    let slash_ppm = st.verifier.config().wrong_result_slash_ppm;
+    blocking(move || {
+        let snap = ledger.snapshot()?;
+        let mut ops = BTreeMap::new();
+        for key in snap.operators.keys() {
+            let stake = ledger.slashable_stake(key, now)?;
+            let mut value = 0u128;
+            for (asset, amount) in &stake {
+                let price = snap.assets.get(asset).map_or(0, |a| a.price_per_unit);
+                value = value.saturating_add(amount.saturating_mul(price));
+            }
+            let (open_jobs, open_value_at_risk) = open
+                .get(&vouch_proto::OperatorKey(key.0))
+                .copied()
+                .unwrap_or_default();
+            ops.insert(
+                key.to_string(),
+                crate::security::OperatorInputs {
+                    jailed: ledger.is_jailed(key, now)?,
+                    slashable_stake: stake,
+                    stake_value: value,
+                    open_jobs,
+                    open_value_at_risk,
+                },
+            );
+        }
+        Ok(Json(crate::security::report(
+            params, slash_ppm, window, &source, &ops,
+        )))
     })
     .await
 }

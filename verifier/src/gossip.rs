@@ -51,7 +51,26 @@ pub struct VerifierNet {
     pub net: NetworkHandle,
     recent: Mutex<VecDeque<HeardReceipt>>,
     heard: std::sync::atomic::AtomicU64,
+    /// Heard receipts with a value at risk, by job id: (operator, value, issued_at_ms).
+    open: Mutex<std::collections::HashMap<[u8; 32], OpenJob>>,
+    /// Spec fetches in flight (to read each heard job's value at risk).
+    pricing: Arc<tokio::sync::Semaphore>,
+    /// Heard receipts whose spec could not be fetched or was wrong.
+    unpriced: std::sync::atomic::AtomicU64,
 }
+
+/// A heard receipt whose job declared a value at risk.
+#[derive(Debug, Clone, Copy)]
+struct OpenJob {
+    operator: OperatorKey,
+    value: u128,
+    issued_at_ms: u64,
+}
+
+/// Most heard jobs kept for the open value at risk (oldest dropped first).
+pub const MAX_OPEN_JOBS: usize = 100_000;
+/// Spec fetches at once; receipts heard while all are busy are not priced.
+pub const MAX_PRICING_FETCHES: usize = 8;
 
 impl VerifierNet {
     /// Receipts heard, newest last, at most `limit`.
@@ -63,6 +82,93 @@ impl VerifierNet {
     /// Receipts heard since start.
     pub fn heard(&self) -> u64 {
         self.heard.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Heard receipts not priced (spec unavailable, mismatched, or fetchers busy).
+    pub fn unpriced(&self) -> u64 {
+        self.unpriced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Per operator: how many heard jobs with a value at risk are still inside the
+    /// challenge window at `now_ms`, and their summed value at risk.
+    pub fn open_value_at_risk(
+        &self,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> std::collections::HashMap<OperatorKey, (usize, u128)> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, j| j.issued_at_ms.saturating_add(window_ms) > now_ms);
+        let mut out: std::collections::HashMap<OperatorKey, (usize, u128)> = Default::default();
+        for j in open.values() {
+            let e = out.entry(j.operator).or_default();
+            e.0 += 1;
+            e.1 = e.1.saturating_add(j.value);
+        }
+        out
+    }
+
+    /// Fetches the spec of a heard receipt's job (from the peer that forwarded it, then
+    /// others) to learn its value at risk.
+    fn price(self: &Arc<Self>, receipt: &vouch_proto::Receipt, via: vouch_net::libp2p::PeerId) {
+        let job_id = receipt.job_id;
+        if self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job_id.0)
+        {
+            return;
+        }
+        let Ok(permit) = self.pricing.clone().try_acquire_owned() else {
+            self.unpriced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let (operator, issued_at_ms, image, input) = (
+            receipt.operator,
+            receipt.issued_at_ms,
+            receipt.image,
+            receipt.input_digest,
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            let spec = this
+                .net
+                .fetch_from_any(via, job_id.0, 4)
+                .await
+                .ok()
+                .and_then(|b| vouch_proto::JobSpec::from_json(&b).ok())
+                .filter(|s| {
+                    s.job_id().ok() == Some(job_id) && s.image == image && s.input_digest == input
+                });
+            drop(permit);
+            let Some(spec) = spec else {
+                this.unpriced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            };
+            if spec.value_at_risk.0 == 0 {
+                return;
+            }
+            let mut open = this.open.lock().unwrap_or_else(|p| p.into_inner());
+            if open.len() >= MAX_OPEN_JOBS {
+                if let Some(oldest) = open
+                    .iter()
+                    .min_by_key(|(_, j)| j.issued_at_ms)
+                    .map(|(k, _)| *k)
+                {
+                    open.remove(&oldest);
+                }
+            }
+            open.insert(
+                job_id.0,
+                OpenJob {
+                    operator,
+                    value: spec.value_at_risk.0,
+                    issued_at_ms,
+                },
+            );
+        });
     }
 }
 
@@ -123,6 +229,9 @@ pub async fn start(
         net,
         recent: Mutex::new(VecDeque::new()),
         heard: Default::default(),
+        open: Default::default(),
+        pricing: Arc::new(tokio::sync::Semaphore::new(MAX_PRICING_FETCHES)),
+        unpriced: Default::default(),
     });
     let tasks = vec![
         tokio::spawn(inbound(vnet.clone(), delivered, stop.clone())),
@@ -153,6 +262,7 @@ async fn inbound(
         let Some(r) = d.receipt else { continue };
         vnet.heard
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        vnet.price(&r.receipt, d.via);
         let mut recent = vnet.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.push_back(HeardReceipt {
             receipt: r.to_json(),

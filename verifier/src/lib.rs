@@ -62,6 +62,7 @@ pub mod gossip;
 pub mod ledger;
 pub mod reexec;
 pub mod requests;
+pub mod security;
 pub mod server;
 pub mod watch;
 

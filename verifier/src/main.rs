@@ -75,6 +75,18 @@ enum Command {
     /// sampled receipt; nondeterministic specs and runs that break a limit are skipped.
     /// With --listen, `GET /v1/watch` reports counters and the recent disputes.
     Watch(WatchArgs),
+    /// Client: the service's economic security figures (`GET /v1/security`): per operator
+    /// slashable stake, what a wrong result slashes, open value at risk, cap and margin
+    /// (the per-operator condition with slack γ); for the service cost vs profit of
+    /// corruption. Exits 3 when some operator's condition does not hold.
+    Security {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long, env = "VOUCH_VERIFIER_URL")]
+        url: String,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +184,11 @@ struct RunArgs {
     #[arg(long, default_value_t = vouch_verifier::api::DEFAULT_BEACON_EPOCH_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     beacon_epoch_ms: u64,
+    /// Slack γ of the per-operator security condition (README "Economic security"): an
+    /// operator's open value at risk may be at most what a wrong result slashes / (1 + γ).
+    /// Served in the registry, which nodes use to admit jobs.
+    #[arg(long, default_value = "0.1", value_parser = vouch_verifier::security::parse_ppm)]
+    gamma: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +260,75 @@ fn main() -> ExitCode {
     }
 }
 
+fn security(url: &str, as_json: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, v) = rt.block_on(cli::client::get_json(url, "/v1/security"))?;
+    if status != 200 {
+        anyhow::bail!("GET {url}/v1/security: HTTP {status}: {v}");
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let s = |x: &serde_json::Value| match x {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!(
+            "gamma {}   wrong-result slash {} ppm   challenge window {} ms",
+            s(&v["gamma"]),
+            s(&v["wrong_result_slash_ppm"]),
+            s(&v["challenge_window_ms"])
+        );
+        println!("open jobs from: {}", s(&v["open_jobs_source"]));
+        println!(
+            "{:<16} {:>6} {:>20} {:>20} {:>9} {:>20} {:>20} {:>20}  condition",
+            "operator",
+            "jailed",
+            "stake value",
+            "slash per offence",
+            "open jobs",
+            "open value at risk",
+            "cap",
+            "margin"
+        );
+        for o in v["operators"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:>6} {:>20} {:>20} {:>9} {:>20} {:>20} {:>20}  {}",
+                &s(&o["operator"])[..16.min(s(&o["operator"]).len())],
+                s(&o["jailed"]),
+                s(&o["stake_value"]),
+                s(&o["slashable_per_offence"]),
+                s(&o["open_jobs"]),
+                s(&o["open_value_at_risk"]),
+                s(&o["cap"]),
+                s(&o["margin"]),
+                if o["condition_holds"] == true {
+                    "holds"
+                } else {
+                    "BROKEN"
+                }
+            );
+        }
+        let svc = &v["service"];
+        println!(
+            "service: cost of corruption {} vs profit from corruption {} -> {}",
+            s(&svc["cost_of_corruption"]),
+            s(&svc["profit_from_corruption"]),
+            if svc["cost_exceeds_profit"] == true {
+                "cost exceeds profit by the slack"
+            } else {
+                "NOT covered"
+            }
+        );
+    }
+    if v["service"]["every_operator_condition_holds"] != true {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check => check(),
@@ -260,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Run(args) => serve(args),
         Command::Watch(args) => watch(args),
+        Command::Security { url, json } => security(&url, json),
         Command::Request {
             url,
             network,
@@ -537,7 +624,11 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
                 }
             })
         };
-        let mut state = ApiState::new(verifier.clone()).with_beacon_epoch_ms(args.beacon_epoch_ms);
+        let mut state = ApiState::new(verifier.clone())
+            .with_beacon_epoch_ms(args.beacon_epoch_ms)
+            .with_security(vouch_verifier::security::SecurityParams {
+                gamma_ppm: args.gamma,
+            });
         let mut tasks = vec![];
         let mut net = None;
         if !args.p2p_listen.is_empty() {
