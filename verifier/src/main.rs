@@ -116,6 +116,16 @@ struct WatchArgs {
     /// Share of the receipts heard that are re-executed, 0 to 1.
     #[arg(long, default_value_t = 0.1)]
     sample_rate: f64,
+    /// Raise each receipt's rate to what its job's value at risk needs for cheating not to
+    /// pay: p = max(sample rate, min(1, λ·C / ((1−r)·S))) (docs/security.md §2).
+    #[arg(long)]
+    per_job_rate: bool,
+    /// r for --per-job-rate: the share of checkers that may collude, 0 to below 1.
+    #[arg(long, default_value = "0", value_parser = vouch_verifier::security::parse_ppm)]
+    collusion: u32,
+    /// λ for --per-job-rate: the safety factor (above 0).
+    #[arg(long, default_value = "1", value_parser = vouch_verifier::security::parse_ppm)]
+    lambda: u32,
     /// Re-executions at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
@@ -698,6 +708,12 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
     };
     config.concurrency = usize::from(args.concurrency);
     config.max_sampled = args.max_queue;
+    config.deterrence = args
+        .per_job_rate
+        .then_some(vouch_verifier::watch::Deterrence {
+            collusion_ppm: args.collusion,
+            lambda_ppm: args.lambda,
+        });
     let identity = match &args.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

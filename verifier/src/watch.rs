@@ -33,6 +33,25 @@
 //! mismatch the verifier runs the job twice more itself before it slashes, and a dismissed
 //! dispute costs the watcher its bond, which is what keeps a watcher honest.
 //!
+//! # The rate per job
+//!
+//! With [`WatchConfig::deterrence`] set, the chance that a receipt is checked follows its
+//! job (docs/security.md §2): cheating on a job worth `C` (its spec's `value_at_risk`)
+//! does not pay when `p·(1−r)·(R+S) ≥ λ·C`, so each receipt is sampled with
+//!
+//! ```text
+//! p = max(sample_rate, min(1, λ·C / ((1−r)·S)))
+//! ```
+//!
+//! where `S` is what a proven wrong result slashes from the receipt's operator (its
+//! `stake_value` in the registry × the registry's `wrong_result_slash_ppm`), `r` the
+//! share of colluding checkers (`--collusion`) and `λ` a safety factor (`--lambda`); `R`,
+//! the operator's fee for the job, is taken as 0 (Vouch jobs carry no fee), which only
+//! raises `p`. A job worth as much as the slash is always checked. The watcher fetches each
+//! heard receipt's spec while it waits for its beacon (one small blob); a receipt whose
+//! spec could not be had by then is checked (`p = 1`: its value at risk is unknown, and the
+//! check itself then records why it could not run).
+//!
 //! A run that breaks a limit is not a mismatch (there is no result to compare, SPEC.md
 //! §5.3). A receipt is disputed at most once per process: nothing is persisted, and the
 //! verifier answers a challenge sent again with its stored verdict anyway.
@@ -78,6 +97,9 @@ pub const SEEN_CAPACITY: usize = 200_000;
 pub const RECENT_DISPUTES: usize = 100;
 /// Peers asked for a blob: the one that forwarded the receipt, then others.
 pub const MAX_FETCH_PEERS: usize = 8;
+/// Spec fetches at once for the per-job rate; receipts heard while all are busy count as
+/// of unknown value (checked).
+pub const MAX_PRICING_FETCHES: usize = 16;
 /// Attempts to post a dispute before it is given up as `failed`.
 pub const MAX_DISPUTE_ATTEMPTS: u32 = 5;
 /// How long after an epoch's end (by our clock) the watcher asks for its beacon: room for
@@ -146,6 +168,33 @@ pub struct WatchConfig {
     pub max_sampled: usize,
     /// How often the operator registry is read again (and at once after a verdict).
     pub registry_refresh: Duration,
+    /// Sample each receipt at least at the rate its job's value at risk needs (module
+    /// docs, "The rate per job"); `None`: every receipt at `sample_rate`.
+    pub deterrence: Option<Deterrence>,
+}
+
+/// The parameters of the per-job rate `p·(1−r)·(R+S) ≥ λ·C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deterrence {
+    /// `r`, the share of checkers that may collude with the operator, ppm (< 10⁶).
+    pub collusion_ppm: u32,
+    /// `λ`, the safety factor, ppm (10⁶ = 1).
+    pub lambda_ppm: u32,
+}
+
+/// The sampling rate a job of value at risk `c` needs against an operator whose wrong
+/// result is slashed `s`: `min(1, λ·c / ((1−r)·s))`; 0 for `c = 0`, 1 for `s = 0`.
+pub fn required_rate(c: u128, s: u128, d: Deterrence) -> f64 {
+    if c == 0 {
+        return 0.0;
+    }
+    let keep = 1.0 - f64::from(d.collusion_ppm.min(1_000_000)) / 1e6;
+    let lambda = f64::from(d.lambda_ppm) / 1e6;
+    let denom = keep * s as f64;
+    if denom <= 0.0 {
+        return 1.0;
+    }
+    (lambda * c as f64 / denom).clamp(0.0, 1.0)
 }
 
 impl WatchConfig {
@@ -161,6 +210,7 @@ impl WatchConfig {
             max_waiting: DEFAULT_MAX_WAITING,
             max_sampled: DEFAULT_MAX_SAMPLED,
             registry_refresh: Duration::from_secs(5),
+            deterrence: None,
         }
     }
 
@@ -175,6 +225,14 @@ impl WatchConfig {
             return Err(WatchError::Config(
                 "the bond needs an asset and an amount above 0 (--bond-asset, --bond-amount)"
                     .into(),
+            ));
+        }
+        if self
+            .deterrence
+            .is_some_and(|d| d.collusion_ppm >= 1_000_000 || d.lambda_ppm == 0)
+        {
+            return Err(WatchError::Config(
+                "--collusion must be below 1 and --lambda above 0".into(),
             ));
         }
         if self.concurrency == 0 || self.max_waiting == 0 || self.max_sampled == 0 {
@@ -229,6 +287,10 @@ pub struct WatchStatus {
     pub sampled: u64,
     /// Receipts outside it.
     pub not_sampled: u64,
+    /// The per-job rate's parameters, when it is on.
+    pub deterrence: Option<Deterrence>,
+    /// Receipts whose job's value at risk raised their rate above `sample_rate`.
+    pub rate_raised: u64,
     /// Receipts not compared, by reason ([`skip`]).
     pub skipped: BTreeMap<String, u64>,
     /// Re-executions run to an end (an exit or a broken limit).
@@ -250,6 +312,8 @@ struct Heard {
     root: [u8; 32],
     via: PeerId,
     seen_ms: u64,
+    /// The job's value at risk once its spec was fetched (`Some(None)`: it could not be).
+    value_at_risk: Arc<std::sync::OnceLock<Option<u128>>>,
 }
 
 /// A running watcher.
@@ -269,6 +333,10 @@ pub struct Watcher {
     refresh_registry: Notify,
     disputed: Mutex<HashSet<[u8; 32]>>,
     dispute_slots: Arc<Semaphore>,
+    /// What a wrong result slashes, per active operator (from the registry).
+    slash_per_offence: Mutex<std::collections::HashMap<OperatorKey, u128>>,
+    /// Spec fetches for the per-job rate at once.
+    pricing: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -291,12 +359,40 @@ struct RegistryDoc {
     network_id: NetworkId,
     verifier: OperatorKey,
     operators: Vec<RegistryEntry>,
+    #[serde(default = "half")]
+    wrong_result_slash_ppm: u32,
+}
+
+fn half() -> u32 {
+    500_000
 }
 
 #[derive(Debug, Deserialize)]
 struct RegistryEntry {
     operator: OperatorKey,
     active: bool,
+    #[serde(default)]
+    stake_value: Option<String>,
+}
+
+impl RegistryDoc {
+    /// What a wrong result slashes, per operator.
+    fn slash_per_offence(&self) -> std::collections::HashMap<OperatorKey, u128> {
+        self.operators
+            .iter()
+            .map(|e| {
+                let v: u128 = e
+                    .stake_value
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                (
+                    e.operator,
+                    crate::security::mul_ppm(v, self.wrong_result_slash_ppm),
+                )
+            })
+            .collect()
+    }
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, Value), String> {
@@ -425,6 +521,7 @@ pub async fn start(
         network_id: network.to_string(),
         challenger: hex::encode(config.challenger.verifying_key().to_bytes()),
         sample_rate: config.sample_rate,
+        deterrence: config.deterrence,
         epoch_ms,
         ..WatchStatus::default()
     };
@@ -445,6 +542,8 @@ pub async fn start(
         refresh_registry: Notify::new(),
         disputed: Mutex::new(HashSet::new()),
         dispute_slots: Arc::new(Semaphore::new(MAX_DISPUTES_IN_FLIGHT)),
+        slash_per_offence: Mutex::new(doc.slash_per_offence()),
+        pricing: Arc::new(Semaphore::new(MAX_PRICING_FETCHES)),
     });
     let mut tasks = vec![
         tokio::spawn(watcher.clone().inbound(delivered, stop.clone())),
@@ -551,15 +650,20 @@ impl Watcher {
             let epoch = vouch_proto::epoch_of(seen_ms, self.epoch_ms).saturating_add(1);
             let job_id = receipt.receipt.job_id;
             self.lock_status().heard += 1;
+            let value_at_risk = Arc::new(std::sync::OnceLock::new());
             let admitted = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
                 let n: usize = waiting.values().map(Vec::len).sum();
                 if n < self.config.max_waiting {
+                    if self.config.deterrence.is_some() {
+                        self.price(&receipt, d.via, value_at_risk.clone());
+                    }
                     waiting.entry(epoch).or_default().push(Heard {
                         receipt,
                         root,
                         via: d.via,
                         seen_ms,
+                        value_at_risk,
                     });
                     true
                 } else {
@@ -656,9 +760,70 @@ impl Watcher {
         }
     }
 
+    /// Fetches the spec of a heard receipt's job to learn its value at risk (per-job rate).
+    fn price(
+        &self,
+        receipt: &SignedReceipt,
+        via: PeerId,
+        cell: Arc<std::sync::OnceLock<Option<u128>>>,
+    ) {
+        let Ok(permit) = self.pricing.clone().try_acquire_owned() else {
+            // Too many at once: unknown, so checked (p = 1).
+            let _ = cell.set(None);
+            return;
+        };
+        let r = receipt.receipt.clone();
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            let value = net
+                .fetch_from_any(via, r.job_id.0, MAX_FETCH_PEERS)
+                .await
+                .ok()
+                .and_then(|b| JobSpec::from_json(&b).ok())
+                .filter(|s| {
+                    s.job_id().ok() == Some(r.job_id)
+                        && s.image == r.image
+                        && s.input_digest == r.input_digest
+                })
+                .map(|s| s.value_at_risk.0);
+            let _ = cell.set(value);
+            drop(permit);
+        });
+    }
+
+    /// The rate `heard` is sampled at: `sample_rate`, raised by its job's value at risk
+    /// when the per-job rate is on.
+    fn rate_for(&self, heard: &Heard) -> f64 {
+        let base = self.config.sample_rate;
+        let Some(d) = self.config.deterrence else {
+            return base;
+        };
+        let needed = match heard.value_at_risk.get() {
+            Some(Some(c)) => {
+                let s = self
+                    .slash_per_offence
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&heard.receipt.receipt.operator)
+                    .copied()
+                    .unwrap_or(0);
+                required_rate(*c, s, d)
+            }
+            // Not fetched (yet) or not available: unknown value at risk.
+            _ => 1.0,
+        };
+        if needed > base {
+            self.lock_status().rate_raised += 1;
+            needed
+        } else {
+            base
+        }
+    }
+
     fn decide(&self, beacon: &[u8; 32], epoch: u64, heard: Heard, sampled: &mpsc::Sender<Heard>) {
         let job_id = heard.receipt.receipt.job_id;
-        if !vouch_proto::sampled(beacon, &heard.root, self.config.sample_rate) {
+        let rate = self.rate_for(&heard);
+        if !vouch_proto::sampled(beacon, &heard.root, rate) {
             tracing::debug!(target: "vouch_verifier::watch", %job_id, epoch, "not sampled");
             self.lock_status().not_sampled += 1;
             return;
@@ -723,7 +888,11 @@ impl Watcher {
             }
             match fetch_registry(&self.http, &self.config.verifier_url).await {
                 Ok(doc) if doc.network_id == self.network => {
-                    set_registry(&self.registry, &self.verifier_key, &doc)
+                    set_registry(&self.registry, &self.verifier_key, &doc);
+                    *self
+                        .slash_per_offence
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = doc.slash_per_offence();
                 }
                 Ok(doc) => {
                     tracing::error!(target: "vouch_verifier::watch", theirs = %doc.network_id, ours = %self.network, "the verifier now serves another network; registry not updated")

@@ -28,7 +28,7 @@ use vouch_net::{BlobStore, GossipValidator, NetConfig, NetError, Network, TopicK
 use vouch_proto::{
     Amount, Determinism, Digest, JobSpec, Limits, OperatorKey, Receipt, Root32, SignedReceipt,
 };
-use vouch_verifier::watch::{WatchConfig, WatchStatus};
+use vouch_verifier::watch::{required_rate, Deterrence, WatchConfig, WatchStatus};
 use vouch_verifier::{
     router, ApiState, Bond, CollateralLedger, DisputeConfig, Key, LedgerConfig, MemoryLedger,
     RequestBody, SqliteLedger, Verifier,
@@ -191,15 +191,34 @@ fn slash_events(ledger: &SqliteLedger) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
-    if !docker_available(&["vouch/wc:dev"]).await {
-        return;
-    }
-    let started = Instant::now();
+/// What the end-to-end watcher tests share: a verifier (API, SQLite ledger, Docker), a
+/// staked operator whose swarm serves two jobs and gossips an honest receipt, a lie and a
+/// forged receipt, and a watcher sampling at `sample_rate` (raised per job with
+/// `deterrence`).
+struct Scene {
+    _cleanup: Cleanup,
+    _dir: tempfile::TempDir,
+    ledger: Arc<SqliteLedger>,
+    api: Router,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    watcher: Arc<vouch_verifier::watch::Watcher>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    op_net: vouch_net::NetworkHandle,
+    lie: SignedReceipt,
+    published_ms: u64,
+    labels: [String; 2],
+}
+
+async fn scene(
+    sample_rate: f64,
+    deterrence: Option<Deterrence>,
+    honest_value: u128,
+    lie_value: u128,
+) -> Scene {
     let verifier_label = unique_label("verifier");
     let watcher_label = unique_label("watcher");
-    let _cleanup = Cleanup(vec![verifier_label.clone(), watcher_label.clone()]);
+    let cleanup = Cleanup(vec![verifier_label.clone(), watcher_label.clone()]);
 
     // The verifier: SQLite ledger, Docker, beacon epochs of 500 ms, on a loopback socket.
     // The challenge window is long enough for the receipts to stay disputable.
@@ -242,7 +261,8 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
     let probe = DockerExecutor::new(DockerExecutor::default_host(), watcher_label.clone());
     let image = probe.resolve_image("vouch/wc:dev").await.expect("image");
     let honest_input = b"the honest operator\ncounts words\n";
-    let honest_spec = spec(image, honest_input, "watch-honest");
+    let mut honest_spec = spec(image, honest_input, "watch-honest");
+    honest_spec.value_at_risk = Amount(honest_value);
     let RunOutcome::Exited {
         exit_code, stdout, ..
     } = probe
@@ -258,7 +278,8 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
     };
     let honest = sign_receipt(&operator(), 1, &honest_spec, &stdout, exit_code);
     let lie_input = b"one two three\n";
-    let lie_spec = spec(image, lie_input, "watch-lie");
+    let mut lie_spec = spec(image, lie_input, "watch-lie");
+    lie_spec.value_at_risk = Amount(lie_value);
     let lie = sign_receipt(&operator(), 2, &lie_spec, b"42\n", 0);
     // A receipt by a key the verifier never registered: the watcher must drop it.
     let stranger = sk(66);
@@ -304,8 +325,9 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
             asset: "eth".into(),
             amount: BOND,
         },
-        1.0,
+        sample_rate,
     );
+    wc.deterrence = deterrence;
     wc.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     wc.p2p.bootstrap = vec![op_addr];
     wc.p2p.mdns = false;
@@ -338,6 +360,63 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
         }
     }
 
+    Scene {
+        _cleanup: cleanup,
+        _dir: dir,
+        ledger,
+        api,
+        server,
+        watcher,
+        tasks,
+        stop_tx,
+        op_net,
+        lie,
+        published_ms,
+        labels: [verifier_label, watcher_label],
+    }
+}
+
+impl Scene {
+    /// Stops everything and checks that no container is left behind.
+    async fn stop(self) {
+        let Scene {
+            watcher,
+            tasks,
+            stop_tx,
+            op_net,
+            server,
+            labels,
+            ..
+        } = self;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("watcher tasks end")
+                .expect("watcher task");
+        }
+        let _ = watcher.net.shutdown().await;
+        let _ = op_net.shutdown().await;
+        server.abort();
+        for label in &labels {
+            assert!(
+                leftover_containers(label).is_empty(),
+                "containers left behind"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    let started = Instant::now();
+    // Every receipt sampled.
+    let sc = scene(1.0, None, 0, 0).await;
+    let (watcher, ledger, api, lie, published_ms) =
+        (&sc.watcher, &sc.ledger, &sc.api, &sc.lie, sc.published_ms);
     // Wait for both verdicts: the lie disputed and slashed, the honest one matched.
     let deadline = Instant::now() + Duration::from_secs(120);
     let status: WatchStatus = loop {
@@ -388,7 +467,7 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
 
     // The ledger: one slash, by one dispute; the operator jailed; the bounty paid and the
     // bond back; nothing open.
-    assert_eq!(slash_events(&ledger), 1);
+    assert_eq!(slash_events(ledger), 1);
     let op = Key::of(&operator());
     assert!(
         ledger
@@ -405,28 +484,74 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
         CHALLENGER_DEPOSIT + bounty
     );
     assert!(ledger.open_disputes().expect("open").is_empty());
-    let (code, dispute) = get(&api, &format!("/v1/disputes/{}", d.dispute)).await;
+    let (code, dispute) = get(api, &format!("/v1/disputes/{}", d.dispute)).await;
     assert_eq!(code, StatusCode::OK, "{dispute}");
     assert_eq!(dispute["verdict"]["outcome"], "slashed");
     assert_eq!(dispute["verdict"]["job_id"], lie.receipt.job_id.to_string());
 
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .expect("watcher tasks end")
-            .expect("watcher task");
-    }
-    let _ = watcher.net.shutdown().await;
-    let _ = op_net.shutdown().await;
-    server.abort();
-    for label in [&verifier_label, &watcher_label] {
-        assert!(
-            leftover_containers(label).is_empty(),
-            "containers left behind"
-        );
-    }
+    sc.stop().await;
     eprintln!("watcher end to end: {:?}", started.elapsed());
+}
+
+/// With the per-job rate and a base rate of 0, a receipt is checked exactly when its
+/// job's value at risk needs it: the lie, worth as much as the slash (p = 1), is checked
+/// and slashed; the honest receipt, worth nothing (p = 0), is not checked at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_job_rate_checks_the_valuable_job_and_skips_the_worthless_one() {
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    let d = Deterrence {
+        collusion_ppm: 0,
+        lambda_ppm: 1_000_000,
+    };
+    // The operator's stake 1,000,000 at price 1, half slashed: S = 500,000.
+    let sc = scene(0.0, Some(d), 0, STAKE / 2).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status: WatchStatus = loop {
+        let s = sc.watcher.status();
+        if s.disputes.values().sum::<u64>() >= 1 && s.sampled + s.not_sampled >= 2 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verdict within 120 s: {}",
+            serde_json::to_string_pretty(&s).expect("json")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shown = serde_json::to_string_pretty(&status).expect("json");
+    assert_eq!(status.heard, 2, "{shown}");
+    assert_eq!((status.sampled, status.not_sampled), (1, 1), "{shown}");
+    assert_eq!(status.rate_raised, 1, "{shown}");
+    assert_eq!(status.reexecuted, 1, "{shown}");
+    assert_eq!(status.mismatched, 1, "{shown}");
+    assert_eq!(status.disputes.get("slashed"), Some(&1), "{shown}");
+    assert_eq!(status.deterrence, Some(d), "{shown}");
+    assert_eq!(
+        status.recent_disputes[0].job_id,
+        sc.lie.receipt.job_id.to_string()
+    );
+    assert_eq!(slash_events(&sc.ledger), 1);
+    sc.stop().await;
+}
+
+#[test]
+fn the_required_rate_follows_value_at_risk_and_slash() {
+    let d = |r: u32, l: u32| Deterrence {
+        collusion_ppm: r,
+        lambda_ppm: l,
+    };
+    assert_eq!(required_rate(0, 500, d(0, 1_000_000)), 0.0);
+    assert_eq!(required_rate(50, 500, d(0, 1_000_000)), 0.1);
+    assert_eq!(required_rate(454, 500, d(0, 1_000_000)), 0.908);
+    // Colluding checkers and a safety factor raise it; it is capped at 1.
+    assert_eq!(required_rate(50, 500, d(500_000, 1_000_000)), 0.2);
+    assert_eq!(required_rate(50, 500, d(0, 2_000_000)), 0.2);
+    assert_eq!(required_rate(500, 500, d(0, 1_000_000)), 1.0);
+    assert_eq!(required_rate(10_000, 500, d(0, 1_000_000)), 1.0);
+    // Nothing to slash: always check.
+    assert_eq!(required_rate(1, 0, d(0, 1_000_000)), 1.0);
 }
 
 /// A verifier API over an in-memory ledger whose clock reads `now`.
