@@ -208,6 +208,12 @@ struct Scene {
     lie: SignedReceipt,
     published_ms: u64,
     labels: [String; 2],
+    /// With `verifier_gossip`: the verifier on the network too, and its API over it.
+    verifier_net: Option<(
+        Arc<vouch_verifier::gossip::VerifierNet>,
+        Router,
+        tokio::sync::watch::Sender<bool>,
+    )>,
 }
 
 async fn scene(
@@ -215,6 +221,7 @@ async fn scene(
     deterrence: Option<Deterrence>,
     honest_value: u128,
     lie_value: u128,
+    verifier_gossip: bool,
 ) -> Scene {
     let verifier_label = unique_label("verifier");
     let watcher_label = unique_label("watcher");
@@ -233,7 +240,9 @@ async fn scene(
     ));
     let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
         .with_executor(verifier_docker);
-    let api = router(ApiState::new(Arc::new(verifier)).with_beacon_epoch_ms(EPOCH_MS));
+    let verifier = Arc::new(verifier);
+    let state = ApiState::new(verifier.clone()).with_beacon_epoch_ms(EPOCH_MS);
+    let api = router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -329,7 +338,7 @@ async fn scene(
     );
     wc.deterrence = deterrence;
     wc.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
-    wc.p2p.bootstrap = vec![op_addr];
+    wc.p2p.bootstrap = vec![op_addr.clone()];
     wc.p2p.mdns = false;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (watcher, tasks) =
@@ -338,13 +347,32 @@ async fn scene(
             .expect("watcher starts");
     assert_eq!(watcher.network(), network());
 
-    // Publish once the watcher is in the operator's receipts mesh.
+    // The verifier on the network as well, when asked: it hears the receipts itself.
+    let verifier_net = if verifier_gossip {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let opts = vouch_verifier::gossip::GossipOptions {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootstrap: vec![op_addr],
+            mdns: false,
+        };
+        let (vnet, _tasks) =
+            vouch_verifier::gossip::start(verifier, admin(), Keypair::generate_ed25519(), opts, rx)
+                .await
+                .expect("the verifier joins");
+        let with_net = router(state.with_network(vnet.clone()));
+        Some((vnet, with_net, tx))
+    } else {
+        None
+    };
+
+    // Publish once the watcher (and the verifier) are in the operator's receipts mesh.
     let deadline = Instant::now() + Duration::from_secs(20);
     while op_net
         .mesh_peers(TopicKind::Receipts)
         .await
         .expect("mesh")
-        .is_empty()
+        .len()
+        < 1 + usize::from(verifier_gossip)
     {
         assert!(
             Instant::now() < deadline,
@@ -373,6 +401,7 @@ async fn scene(
         lie,
         published_ms,
         labels: [verifier_label, watcher_label],
+        verifier_net,
     }
 }
 
@@ -386,8 +415,13 @@ impl Scene {
             op_net,
             server,
             labels,
+            verifier_net,
             ..
         } = self;
+        if let Some((vnet, _, stop)) = verifier_net {
+            let _ = stop.send(true);
+            let _ = vnet.net.shutdown().await;
+        }
         let _ = stop_tx.send(true);
         for t in tasks {
             tokio::time::timeout(Duration::from_secs(30), t)
@@ -414,7 +448,7 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
     }
     let started = Instant::now();
     // Every receipt sampled.
-    let sc = scene(1.0, None, 0, 0).await;
+    let sc = scene(1.0, None, 0, 0, false).await;
     let (watcher, ledger, api, lie, published_ms) =
         (&sc.watcher, &sc.ledger, &sc.api, &sc.lie, sc.published_ms);
     // Wait for both verdicts: the lie disputed and slashed, the honest one matched.
@@ -506,7 +540,7 @@ async fn the_per_job_rate_checks_the_valuable_job_and_skips_the_worthless_one() 
         lambda_ppm: 1_000_000,
     };
     // The operator's stake 1,000,000 at price 1, half slashed: S = 500,000.
-    let sc = scene(0.0, Some(d), 0, STAKE / 2).await;
+    let sc = scene(0.0, Some(d), 0, STAKE / 2, false).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let status: WatchStatus = loop {
         let s = sc.watcher.status();
@@ -533,6 +567,57 @@ async fn the_per_job_rate_checks_the_valuable_job_and_skips_the_worthless_one() 
         sc.lie.receipt.job_id.to_string()
     );
     assert_eq!(slash_events(&sc.ledger), 1);
+    sc.stop().await;
+}
+
+/// The verifier on the network hears the operator's receipts, fetches their specs and
+/// reports their value at risk as open in `GET /v1/security` (the forged receipt of an
+/// unregistered key is not heard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_verifier_counts_heard_receipts_as_open_value_at_risk() {
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    // The watcher checks nothing here (rate 0): only the verifier's accounting is tested.
+    let sc = scene(0.0, None, 7, 11, true).await;
+    let (_, api, _) = sc.verifier_net.as_ref().expect("gossip");
+    let op = Key::of(&operator()).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let figures = loop {
+        let (code, sec) = get(api, "/v1/security").await;
+        assert_eq!(code, StatusCode::OK, "{sec}");
+        let mine = sec["operators"]
+            .as_array()
+            .expect("operators")
+            .iter()
+            .find(|o| o["operator"] == op.as_str())
+            .cloned()
+            .expect("the operator");
+        if mine["open_jobs"] == 2 {
+            break (sec, mine);
+        }
+        assert!(Instant::now() < deadline, "never priced: {sec:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (sec, mine) = figures;
+    assert_eq!(mine["open_value_at_risk"], "18", "{sec:#}");
+    assert_eq!(mine["stake_value"], STAKE.to_string(), "{sec:#}");
+    assert_eq!(
+        mine["slashable_per_offence"],
+        (STAKE / 2).to_string(),
+        "{sec:#}"
+    );
+    assert_eq!(mine["cap"], "454545", "{sec:#}");
+    assert_eq!(mine["margin"], (454_545 - 18).to_string(), "{sec:#}");
+    assert_eq!(mine["condition_holds"], true, "{sec:#}");
+    assert_eq!(sec["service"]["profit_from_corruption"], "18", "{sec:#}");
+    assert!(
+        sec["open_jobs_source"]
+            .as_str()
+            .unwrap_or("")
+            .contains("2 heard"),
+        "{sec:#}"
+    );
     sc.stop().await;
 }
 
