@@ -32,5 +32,5 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r proto/tools/requirements.txt -r tests/openai/requirements.txt
 .venv/bin/python proto/tools/vouch_verify.py vectors proto/testdata/vectors.json
 
-step "Python tests: the verifier, the official openai SDK against real vouch-node processes, 3 nodes + a verifier in containers with a partition"
+step "Python tests: the verifier, the official openai SDK against real vouch-node processes, 3 nodes + a verifier in containers (partition, an operator stopped mid-job, a verifier restart), the compose devnet"
 VOUCH_NODE_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/vouch-node" .venv/bin/python -m pytest -q proto/tools tests/openai tests/multihost

@@ -64,10 +64,12 @@ import pytest
 NODE_IMAGE = "vouch/node:dev"
 VERIFIER_IMAGE = "vouch/verifier:dev"
 WORKLOAD_IMAGE = "vouch/wc:dev"
+SLEEP_IMAGE = "vouch/sleep:dev"
 IMAGES = {
     NODE_IMAGE: "docker/build.sh",
     VERIFIER_IMAGE: "docker/build.sh",
     WORKLOAD_IMAGE: "images/build.sh wc",
+    SLEEP_IMAGE: "images/build.sh sleep",
 }
 NETWORK = "mh-test"
 NODE_PORT = 8080
@@ -726,3 +728,117 @@ def test_partitioned_operator_catches_up_without_duplicates(cluster: Cluster):
         jobs.update(run_jobs(c, [(node3, "signed by node3 after the heal\n")]))
         wait_everywhere(c, jobs, c.nodes)
         assert_exactly_once(c, jobs, c.nodes)
+
+
+# ---------------------------------------------------------------------------------------
+# chaos: an operator stopped mid-job, the verifier restarted; nothing lost, nobody slashed
+
+
+def all_events(c: Cluster) -> list[dict]:
+    out, start = [], 0
+    while True:
+        page = get_json(f"{c.verifier_url()}/v1/events?from={start}&limit=1000")
+        out += page["events"]
+        if not page["events"]:
+            return out
+        start = page["next"]
+
+
+def assert_no_slash_and_stake_intact(c: Cluster) -> None:
+    """An outage is not an offence: no slash in the ledger, no dispute, every operator
+    active with its whole stake."""
+    events = all_events(c)
+    kinds = [e["kind"] for e in events]
+    assert "slash" not in kinds and "open_dispute" not in kinds, kinds
+    # The chain is intact: each event names the previous one's hash, in sequence.
+    for prev, e in zip(events, events[1:]):
+        assert int(e["seq"]) == int(prev["seq"]) + 1, (prev["seq"], e["seq"])
+        assert e["prev_hash"] == prev["hash"], (prev, e)
+    listed = {o["operator"]: o for o in get_json(f"{c.verifier_url()}/v1/registry")["operators"]}
+    for n in c.nodes:
+        o = listed[n.operator]
+        assert o["active"] is True and o["jailed_by_slash"] is False, o
+        assert o["stake_value"] == "1000", o
+
+
+def wait_healthy(c: Cluster, node: Node) -> None:
+    health = wait_for(f"{node.name} /healthz after the restart",
+                      lambda: get_json(f"{c.node_url(node)}/healthz", timeout=5),
+                      READY_TIMEOUT_S)
+    assert health.get("docker") == "ok", health
+    wait_for(f"{node.name} back on the receipts mesh",
+             lambda: c.peers(node)["receipts_mesh"], READY_TIMEOUT_S)
+
+
+def test_operator_stopped_mid_job_signs_it_after_restart_and_loses_nothing(cluster: Cluster):
+    c = cluster
+    node1, node2, node3 = c.nodes
+    with c.explain_failure():
+        # A receipt node2 signed before the outage, on every node.
+        earlier = run_jobs(c, [(node2, "signed by node2 before its outage\n")])
+        wait_everywhere(c, earlier, c.nodes)
+
+        # A 4-second job; node2's container is stopped while it runs.
+        status, body = http("POST", f"{c.node_url(node2)}/v1/jobs", {
+            "image": SLEEP_IMAGE, "command": ["4000"], "input": "survives the outage\n",
+            "nonce": f"{c.run_id}/chaos-stop",
+        })
+        assert status == 202, body
+        job_id = body["job_id"]
+        wait_for("the job to run",
+                 lambda: get_json(f"{c.node_url(node2)}/v1/jobs/{job_id}")["status"] == "running",
+                 JOB_TIMEOUT_S, interval=0.1)
+        docker("stop", "--time", "1", node2.name)
+        assert docker("inspect", "-f", "{{.State.Running}}", node2.name).strip() == "false"
+        time.sleep(2)
+        docker("start", node2.name)
+        wait_healthy(c, node2)
+
+        # The interrupted job is run again and signed once; its receipt reaches everyone.
+        receipt = finish(c, node2, job_id)
+        out = http("GET", f"{c.node_url(node2)}/v1/jobs/{job_id}/output")
+        assert out == (200, "survives the outage\n"), out
+        jobs = {job_id: (node2, receipt)}
+        wait_everywhere(c, jobs, c.nodes, timeout=CATCH_UP_TIMEOUT_S + GOSSIP_TIMEOUT_S)
+        assert_exactly_once(c, jobs, c.nodes)
+        # Nothing signed before the outage was lost, on node2 or elsewhere.
+        for job, (_, r) in earlier.items():
+            for n in c.nodes:
+                [entry] = seen_on(c, n, job)
+                assert entry["receipt"] == r, (n.name, entry, r)
+        # The workload container of the interrupted run is gone.
+        left = docker("ps", "-aq", "--filter", f"label=vouch.node={node2.label}").split()
+        assert left == [], f"node2 left workload containers: {left}"
+        assert_no_slash_and_stake_intact(c)
+
+
+def test_verifier_restart_keeps_its_ledger_and_rejoins(cluster: Cluster):
+    c = cluster
+    node1, node2, node3 = c.nodes
+    with c.explain_failure():
+        before = all_events(c)
+        registry_before = get_json(f"{c.verifier_url()}/v1/registry")["operators"]
+        docker("restart", "--time", "10", c.verifier)
+        wait_for("the verifier's /healthz after the restart",
+                 lambda: get_json(f"{c.verifier_url()}/healthz", timeout=5), READY_TIMEOUT_S)
+        # The same ledger: every event, byte for byte, and the same stake.
+        assert all_events(c) == before
+        assert get_json(f"{c.verifier_url()}/v1/registry")["operators"] == registry_before
+        # Same identity, so the nodes' bootstrap address still works: it is reconnected,
+        # and the nodes read the registry again.
+        assert get_json(f"{c.verifier_url()}/v1/peers")["peer_id"] == c.verifier_peer_id
+        wait_for("the verifier to be connected to all three nodes again",
+                 lambda: {n.peer_id for n in c.nodes}
+                 <= set(get_json(f"{c.verifier_url()}/v1/peers")["connected"]),
+                 READY_TIMEOUT_S)
+        for n in c.nodes:
+            wait_for(f"{n.name} to read the registry from the restarted verifier",
+                     lambda n=n: c.peers(n)["registry"]["error"] is None
+                     and len(c.peers(n)["registry"]["operators"]) == 3,
+                     READY_TIMEOUT_S)
+        # Receipts signed after the restart reach every node and the verifier.
+        jobs = run_jobs(c, [(node1, "after the verifier restart\n"),
+                            (node3, "node3 after the verifier restart\n")])
+        wait_everywhere(c, jobs, c.nodes, timeout=CATCH_UP_TIMEOUT_S + GOSSIP_TIMEOUT_S)
+        assert_exactly_once(c, jobs, c.nodes)
+        assert_no_slash_and_stake_intact(c)
