@@ -6,9 +6,14 @@
 #   bash scripts/devnet.sh stop   stop it (state is kept in .devnet/)
 #   bash scripts/devnet.sh logs   follow the logs
 #   bash scripts/devnet.sh reset  stop it and delete its state
+#   bash scripts/devnet.sh check-stopped
+#                                 exit 1 if any devnet process or workload container is left
 #
-# The network: a verifier (collateral ledger, registry) and three operator nodes joined by
-# libp2p gossip on 127.0.0.1; node 3 is dishonest on purpose (--fault wrong-output).
+# The network: a verifier (collateral ledger, registry), three operator nodes joined by
+# libp2p gossip on 127.0.0.1 — node 3 is dishonest on purpose (--fault wrong-output) — and
+# a watcher (vouch-verifier watch) that re-runs every receipt it hears. `up` starts from a
+# clean state and fails unless the dishonest operator ends slashed and jailed and the
+# honest operators' stake is untouched.
 #
 # Environment: VOUCH_DEVNET_PORT (default 8080: nodes on 8080-8082, verifier on 8090),
 # VOUCH_DEVNET_P2P_PORT (default 7100: verifier 7100, nodes 7101-7103),
@@ -44,6 +49,31 @@ stop() {
   done
 }
 
+# Nothing of the devnet may be left running: its processes (by the pid files' commands and
+# by data directory), its ports, the workload containers its nodes started.
+check_stopped() {
+  local left=0
+  if pgrep -af "$state/" >/dev/null 2>&1; then
+    echo "devnet processes still running:" >&2; pgrep -af "$state/" >&2; left=1
+  fi
+  for p in $port $((port + 1)) $((port + 2)) $vport $((vport + 1)); do
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$p/healthz"; then
+      echo "something still answers on 127.0.0.1:$p" >&2; left=1
+    fi
+  done
+  for i in 1 2 3; do
+    [ -f "$state/node$i/operator.pem" ] || continue
+    local op
+    op=$("$bin/vouch-node" keys show --data-dir "$state/node$i" 2>/dev/null || true)
+    [ -n "$op" ] || continue
+    local c
+    c=$(docker ps -aq --filter "label=vouch.node=${op:0:16}" 2>/dev/null || true)
+    [ -z "$c" ] || { echo "node $i left workload containers: $c" >&2; left=1; }
+  done
+  [ "$left" = 0 ] && echo "devnet stopped: no process, port or container left"
+  return "$left"
+}
+
 wait_http() { # url logfile what
   for _ in $(seq 1 150); do curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
   tail -20 "$2"; echo "$3 did not start" >&2; exit 1
@@ -61,6 +91,9 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.arg
 
 up() {
   stop
+  # From scratch every time: the story needs fresh stake (a slashed, jailed operator 3 from
+  # an earlier run would change it).
+  rm -rf "$state"
   mkdir -p "$state"
   say "Building vouch-node and vouch-verifier ($profile)"
   if [ "$profile" = release ]; then cargo build --release -p vouch-node -p vouch-verifier
@@ -87,6 +120,7 @@ up() {
   say "Starting vouch-verifier on $vurl (gossip on tcp/$p2p)"
   nohup "$bin/vouch-verifier" run --data-dir "$state/verifier" --listen "127.0.0.1:$vport" --network "$network" \
     --min-stake-value 1 --challenge-window-ms 600000 --withdrawal-delay-ms 1200000 \
+    --beacon-epoch-ms 2000 \
     --p2p-listen "/ip4/127.0.0.1/tcp/$p2p" --no-mdns >>"$state/verifier.log" 2>&1 &
   echo $! >"$state/verifier.pid"
   wait_http "$vurl" "$state/verifier.log" vouch-verifier
@@ -98,9 +132,6 @@ up() {
     nurl="http://127.0.0.1:$((port + i - 1))"
     fault=()
     [ "$i" = 3 ] && fault=(--fault wrong-output)
-    # Node 1 hands a replicated job's disagreement to the verifier itself, bonding with
-    # restaker 1's key (its deposit is seeded below).
-    [ "$i" = 1 ] && fault=(--challenger-key "$state/restaker1/verifier.pem" --dispute-bond eth:10)
     say "Starting vouch-node $i on $nurl (gossip on tcp/$((p2p + i)))"
     nohup "$bin/vouch-node" run --data-dir "$state/node$i" --listen "127.0.0.1:$((port + i - 1))" --network "$network" \
       --p2p-listen "/ip4/127.0.0.1/tcp/$((p2p + i))" --p2p-bootstrap "$boot" --no-mdns \
@@ -124,6 +155,19 @@ up() {
     done
   fi
   curl -fsS "$vurl/v1/registry" | json '"\n".join("    operator %s… active=%s stake=%s" % (o["operator"][:16], o["active"], o["stake_value"]) for o in d["operators"])'
+  note "economic security (vouch-verifier security; docs/security.md): a wrong result slashes half, γ = 0.1,"
+  note "so each operator may hold open jobs worth at most 1000 × 0.5 / 1.1 = 454:"
+  { "$bin/vouch-verifier" security --url "$vurl" || true; } | sed 's/^/    /'
+  stake_before=$(curl -fsS "$vurl/v1/registry" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({o["operator"]: o["stake_value"] for o in d["operators"]}))')
+
+  wport=$((vport + 1))
+  say "Starting the watcher (vouch-verifier watch): it hears every receipt, re-runs each one (sample rate 1) and disputes a wrong one with restaker 1's deposit as bond; status on http://127.0.0.1:$wport/v1/watch"
+  nohup "$bin/vouch-verifier" watch --verifier-url "$vurl" --p2p-listen "/ip4/127.0.0.1/tcp/$((p2p + 4))" \
+    --p2p-bootstrap "$boot" --no-mdns --challenger-key "$state/restaker1/verifier.pem" \
+    --bond-asset eth --bond-amount 10 --sample-rate 1 --listen "127.0.0.1:$wport" \
+    --data-dir "$state/watcher" >>"$state/watcher.log" 2>&1 &
+  echo $! >"$state/watcher.pid"
+  wait_http "http://127.0.0.1:$wport" "$state/watcher.log" "the watcher"
   note "waiting for the nodes to read the registry and form the gossip mesh …"
   for _ in $(seq 1 150); do
     ready=0
@@ -200,19 +244,22 @@ up() {
   note "outcome: $(echo "$rep" | json 'd["outcome"]'); disagreeing: $(echo "$rep" | json '[o[:16] for o in d["disagreeing"]]')"
   note "the dishonest operator 3 (${op3:0:16}…) is caught by its own signed, revealed receipt"
 
-  say "6. Node 1 hands the disagreement to the verifier on its own: it disputes operator 3's receipt, bonding 10 ETH-units of restaker 1; the verifier re-runs the job twice and rules"
+  say "6. The watcher heard operator 3's receipt, re-ran the job in its own Docker and got another answer: it disputes the receipt, bonding 10 ETH-units of restaker 1; the verifier re-runs the job twice and rules"
   stake() { curl -fsS "$vurl/v1/operators/$1" | json '"stake %s, jailed %s" % (d["slashable_stake"].get("eth", "0"), d["jailed"])'; }
+  watch_url="http://127.0.0.1:$wport/v1/watch"
+  dstatus=""
   for _ in $(seq 1 600); do
-    dstatus=$(curl -fsS "$url/v1/jobs/$rid/replication" | json '(d["disputes"] or [{}])[0].get("status", "")')
-    case "$dstatus" in ""|queued|pending) sleep 0.2 ;; *) break ;; esac
+    dstatus=$(curl -fsS "$watch_url" | json 'next((x["status"] for x in d["recent_disputes"] if x["operator"] == "'"$op3"'"), "")')
+    case "$dstatus" in ""|pending) sleep 0.2 ;; *) break ;; esac
   done
-  did=$(curl -fsS "$url/v1/jobs/$rid/replication" | json 'd["disputes"][0]["dispute"]')
+  curl -fsS "$watch_url" | json '"heard %d receipts, re-ran %d: %d matched, %d did not (skipped: %s)" % (d["heard"], d["reexecuted"], d["matched"], d["mismatched"], d["skipped"] or "none")' | sed 's/^/    /'
+  did=$(curl -fsS "$watch_url" | json 'next(x["dispute"] for x in d["recent_disputes"] if x["operator"] == "'"$op3"'")')
   curl -fsS "$vurl/v1/disputes/$did" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["verdict"]))' >"$state/last-verdict.json"
   note "dispute ${did:0:16}…: $dstatus — $(json 'd["reason"]' <"$state/last-verdict.json")"
-  [ "$dstatus" = slashed ] || { echo "expected node 1's dispute to slash operator 3, got '$dstatus'" >&2; exit 1; }
+  [ "$dstatus" = slashed ] || { echo "expected the watcher's dispute to slash operator 3, got '$dstatus'" >&2; exit 1; }
   note "receipt claimed output $(json 'd["receipt"]["output_digest"][:24]' <"$state/last-verdict.json")…, both re-runs gave $(json 'd["runs"][0]["output_digest"][:24]' <"$state/last-verdict.json")…"
   note "now: operator 3 $(stake "$op3"); operator 1 $(stake "$op1")"
-  note "(half of operator 3's stake is slashed: 10% of it is the bounty, paid to the challenger, restaker 1, whose"
+  note "(half of operator 3's stake is slashed: 10% of it is the bounty, paid to the watcher's key, restaker 1, whose"
   note " deposit is delegated to operator 1; the rest is burned; operator 3 is jailed)"
   note "a second challenger (restaker 2, with the CLI) reporting the same receipt:"
   python3 - "$state/last-replication.json" "$op3" "$url/v1/jobs/$rid" >"$state/dispute-job.json" <<'PY'
@@ -231,6 +278,24 @@ PY
     [ "$n" = 2 ] && break; sleep 0.2
   done
   note "node 1 now accepts gossip from $n operators"
+  note "security figures after the slash: operator 3 is jailed (cap 0) and only the honest stake backs the service"
+  { "$bin/vouch-verifier" security --url "$vurl" || true; } | sed 's/^/    /'
+  # The story's promise, checked: the dishonest operator slashed and jailed, the honest
+  # operators' stake exactly what it was.
+  python3 - "$vurl" "$op1" "$op2" "$op3" "$stake_before" <<'PY' || { echo "devnet check failed" >&2; exit 1; }
+import json, sys, urllib.request
+vurl, op1, op2, op3, before = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+reg = {o["operator"]: o for o in json.load(urllib.request.urlopen(vurl + "/v1/registry"))["operators"]}
+assert reg[op3]["jailed_by_slash"] and not reg[op3]["active"], reg[op3]
+assert int(reg[op3]["stake_value"]) < int(before[op3]), (reg[op3], before[op3])
+# Nothing taken from the honest operators (operator 1's stake grows by the bounty paid to
+# restaker 1, who delegates to it).
+for op in (op1, op2):
+    assert int(reg[op]["stake_value"]) >= int(before[op]) and reg[op]["active"], (reg[op], before[op])
+    assert not reg[op]["jailed_by_slash"], reg[op]
+print("    checked: operator 3 slashed (stake %s -> %s) and jailed; nothing taken from operators 1 and 2 (%s -> %s, %s -> %s)"
+      % (before[op3], reg[op3]["stake_value"], before[op1], reg[op1]["stake_value"], before[op2], reg[op2]["stake_value"]))
+PY
 
   say "7. A hostile workload: a memory hog is stopped by the sandbox and gets no receipt"
   hid=$(curl -fsS -X POST "$url/v1/jobs" -H 'content-type: application/json' \
@@ -245,7 +310,8 @@ PY
   say "The network is running"
   cat <<EOT
     node APIs:     $url, http://127.0.0.1:$((port + 1)), http://127.0.0.1:$((port + 2))   (jobs: POST /v1/jobs; peers: GET /v1/peers)
-    verifier:      $vurl        (GET /v1/registry, /v1/receipts, /v1/snapshot, /v1/events)
+    verifier:      $vurl        (GET /v1/registry, /v1/security, /v1/receipts, /v1/snapshot, /v1/events)
+    watcher:       http://127.0.0.1:$wport/v1/watch
     OpenAI API:    $url/v1        (base_url for any OpenAI SDK; model vouch-tiny-1)
     metrics:       $url/metrics
     logs:          bash scripts/devnet.sh logs     ($state/*.log)
@@ -263,5 +329,6 @@ case "${1:-up}" in
   stop) stop ;;
   logs) tail -F "$state"/*.log ;;
   reset) stop; rm -rf "$state"; echo "removed $state" ;;
-  *) echo "usage: $0 [up|stop|logs|reset]" >&2; exit 2 ;;
+  check-stopped) check_stopped ;;
+  *) echo "usage: $0 [up|stop|logs|reset|check-stopped]" >&2; exit 2 ;;
 esac
