@@ -310,7 +310,7 @@ PY
   say "The network is running"
   cat <<EOT
     node APIs:     $url, http://127.0.0.1:$((port + 1)), http://127.0.0.1:$((port + 2))   (jobs: POST /v1/jobs; peers: GET /v1/peers)
-    verifier:      $vurl        (GET /v1/registry, /v1/security, /v1/receipts, /v1/snapshot, /v1/events)
+    verifier:      $vurl        (explorer: open it in a browser; GET /v1/registry, /v1/security, /v1/disputes, /v1/receipts, /v1/events)
     watcher:       http://127.0.0.1:$wport/v1/watch
     OpenAI API:    $url/v1        (base_url for any OpenAI SDK; model vouch-tiny-1)
     metrics:       $url/metrics

@@ -156,7 +156,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", get(get_receipts))
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
+        .route("/v1/disputes", get(get_disputes))
         .route("/v1/disputes/{id}", get(get_dispute))
+        .merge(crate::explorer::routes())
         .route("/v1/beacon", get(get_latest_beacon))
         .route("/v1/beacon/{epoch}", get(get_beacon))
         .fallback(not_found)
@@ -382,6 +384,8 @@ struct EventsQuery {
     #[serde(default)]
     from: u64,
     limit: Option<usize>,
+    /// The last `tail` events instead (`from` is ignored).
+    tail: Option<usize>,
 }
 
 async fn get_events(
@@ -399,9 +403,26 @@ async fn get_events(
         )
         .param("limit"));
     }
+    if let Some(tail) = q.tail {
+        if tail == 0 || tail > MAX_EVENTS_PAGE {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                format!("tail must be 1 to {MAX_EVENTS_PAGE}, got {tail}"),
+            )
+            .param("tail"));
+        }
+    }
     let ledger = st.ledger();
-    let events = blocking(move || Ok(ledger.events_from(q.from, limit)?)).await?;
-    let next = events.last().map_or(q.from, |e| e.seq.saturating_add(1));
+    let (from, events) = blocking(move || {
+        let from = match q.tail {
+            Some(tail) => ledger.snapshot()?.event_count.saturating_sub(tail as u64),
+            None => q.from,
+        };
+        Ok((from, ledger.events_from(from, q.tail.unwrap_or(limit))?))
+    })
+    .await?;
+    let next = events.last().map_or(from, |e| e.seq.saturating_add(1));
     Ok(Json(json!({"events": events, "next": next})))
 }
 
@@ -643,6 +664,39 @@ async fn post_equivocation(
 }
 
 /// `GET /v1/disputes/{id}`: a wrong-result dispute the ledger holds, open or decided.
+/// The latest wrong-result disputes, newest first (`?limit=N`, default 50, at most 1000),
+/// each as `GET /v1/disputes/{id}` shows it.
+async fn get_disputes(
+    State(st): State<ApiState>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_EVENTS_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("limit must be 1 to {MAX_EVENTS_PAGE}, got {limit}"),
+        )
+        .param("limit"));
+    }
+    let verifier = st.verifier.clone();
+    blocking(move || {
+        let snap = verifier.ledger().snapshot()?;
+        let mut records: Vec<_> = snap.disputes.values().collect();
+        records.sort_by(|a, b| b.opened_seq.cmp(&a.opened_seq));
+        let mut out = vec![];
+        for r in records.into_iter().take(limit) {
+            if let Some(status) = verifier.result_dispute_status(&r.id)? {
+                out.push(status);
+            }
+        }
+        Ok(Json(json!({"disputes": out, "total": snap.disputes.len()})))
+    })
+    .await
+}
+
 async fn get_dispute(
     State(st): State<ApiState>,
     Path(id): Path<String>,

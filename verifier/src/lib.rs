@@ -58,6 +58,7 @@ pub mod api;
 pub mod disputes;
 pub mod error;
 pub mod events;
+pub mod explorer;
 pub mod gossip;
 pub mod ledger;
 pub mod reexec;

@@ -529,6 +529,35 @@ async fn nondeterministic_or_limit_breaking_runs_are_void() {
     assert_eq!(after.offences, before.offences);
     assert_eq!(after.disputes.len(), 2);
     assert!(app.ledger.open_disputes().expect("open").is_empty());
+
+    // The list the explorer reads: newest first, each with its verdict; the log's tail.
+    let (status, list) = get(&app.router, "/v1/disputes?limit=10").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["total"], 2, "{list}");
+    let jobs: Vec<String> = [&sleepy, &random]
+        .iter()
+        .map(|s| s.job_id().expect("id").to_string())
+        .collect();
+    for (i, job) in jobs.iter().enumerate() {
+        let d = &list["disputes"][i];
+        assert_eq!(d["state"], "decided", "{list}");
+        assert_eq!(d["verdict"]["outcome"], "void", "{list}");
+        assert_eq!(d["verdict"]["job_id"], job.as_str(), "newest first: {list}");
+    }
+    let (_, one) = get(&app.router, "/v1/disputes?limit=1").await;
+    assert_eq!(one["disputes"].as_array().map(Vec::len), Some(1), "{one}");
+    let (status, bad) = get(&app.router, "/v1/disputes?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    let (status, tail) = get(&app.router, "/v1/events?tail=2").await;
+    assert_eq!(status, StatusCode::OK, "{tail}");
+    let kinds: Vec<&str> = tail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["open_dispute", "close_dispute"], "{tail}");
+    assert_eq!(tail["next"], after.event_count, "{tail}");
     verify_chain(
         &app.ledger.events_from(0, 1000).expect("events"),
         &app.ledger.verifier_key(),
