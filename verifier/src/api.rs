@@ -685,7 +685,7 @@ async fn get_disputes(
     blocking(move || {
         let snap = verifier.ledger().snapshot()?;
         let mut records: Vec<_> = snap.disputes.values().collect();
-        records.sort_by(|a, b| b.opened_seq.cmp(&a.opened_seq));
+        records.sort_by_key(|r| std::cmp::Reverse(r.opened_seq));
         let mut out = vec![];
         for r in records.into_iter().take(limit) {
             if let Some(status) = verifier.result_dispute_status(&r.id)? {
