@@ -392,26 +392,10 @@ async fn get_events(
     State(st): State<ApiState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query
-        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_EVENTS_PAGE {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_value",
-            format!("limit must be 1 to {MAX_EVENTS_PAGE}, got {limit}"),
-        )
-        .param("limit"));
-    }
+    let q = parse_query(query)?;
+    let limit = page_size(q.limit.unwrap_or(100), "limit")?;
     if let Some(tail) = q.tail {
-        if tail == 0 || tail > MAX_EVENTS_PAGE {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_value",
-                format!("tail must be 1 to {MAX_EVENTS_PAGE}, got {tail}"),
-            )
-            .param("tail"));
-        }
+        page_size(tail, "tail")?;
     }
     let ledger = st.ledger();
     let (from, events) = blocking(move || {
@@ -663,24 +647,33 @@ async fn post_equivocation(
     Ok(Json(verdict))
 }
 
-/// `GET /v1/disputes/{id}`: a wrong-result dispute the ledger holds, open or decided.
+/// A query string, or 400 `invalid_value`.
+fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.body_text()))
+}
+
+/// A page size, 1 to [`MAX_EVENTS_PAGE`], or 400 naming `param`.
+fn page_size(n: usize, param: &'static str) -> Result<usize, ApiError> {
+    if n == 0 || n > MAX_EVENTS_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("{param} must be 1 to {MAX_EVENTS_PAGE}, got {n}"),
+        )
+        .param(param));
+    }
+    Ok(n)
+}
+
 /// The latest wrong-result disputes, newest first (`?limit=N`, default 50, at most 1000),
 /// each as `GET /v1/disputes/{id}` shows it.
 async fn get_disputes(
     State(st): State<ApiState>,
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query
-        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", r.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_EVENTS_PAGE {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_value",
-            format!("limit must be 1 to {MAX_EVENTS_PAGE}, got {limit}"),
-        )
-        .param("limit"));
-    }
+    let limit = page_size(parse_query(query)?.limit.unwrap_or(50), "limit")?;
     let verifier = st.verifier.clone();
     blocking(move || {
         let snap = verifier.ledger().snapshot()?;
@@ -697,6 +690,7 @@ async fn get_disputes(
     .await
 }
 
+/// `GET /v1/disputes/{id}`: a wrong-result dispute the ledger holds, open or decided.
 async fn get_dispute(
     State(st): State<ApiState>,
     Path(id): Path<String>,
