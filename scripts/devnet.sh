@@ -17,7 +17,8 @@
 #
 # Environment: VOUCH_DEVNET_PORT (default 8080: nodes on 8080-8082, verifier on 8090),
 # VOUCH_DEVNET_P2P_PORT (default 7100: verifier 7100, nodes 7101-7103),
-# VOUCH_PROFILE (release | debug, default release).
+# VOUCH_PROFILE (release | debug, default release), VOUCH_DEVNET_NO_BUILD (set: use the
+# binaries already built for that profile, as CI does after the tests built them).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -95,9 +96,13 @@ up() {
   # an earlier run would change it).
   rm -rf "$state"
   mkdir -p "$state"
-  say "Building vouch-node and vouch-verifier ($profile)"
-  if [ "$profile" = release ]; then cargo build --release -p vouch-node -p vouch-verifier
-  else cargo build -p vouch-node -p vouch-verifier; fi
+  if [ -n "${VOUCH_DEVNET_NO_BUILD:-}" ] && [ -x "$bin/vouch-node" ] && [ -x "$bin/vouch-verifier" ]; then
+    say "Using the binaries in $bin (VOUCH_DEVNET_NO_BUILD)"
+  else
+    say "Building vouch-node and vouch-verifier ($profile)"
+    if [ "$profile" = release ]; then cargo build --release -p vouch-node -p vouch-verifier
+    else cargo build -p vouch-node -p vouch-verifier; fi
+  fi
   say "Building workload images (static binaries in FROM scratch images; nothing is pulled)"
   bash images/build.sh
 
