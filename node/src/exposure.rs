@@ -25,8 +25,8 @@ use std::sync::Mutex;
 
 use vouch_proto::JobId;
 
-/// How long a signed job found at start-up keeps counting before the registry says how
-/// long the challenge window is (a day; the real window replaces it once known).
+/// How long a signed job keeps counting while the registry has not said how long the
+/// challenge window is (a day; the real window applies as soon as it is known).
 pub const RESTORED_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Parts per million.
@@ -103,14 +103,28 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy)]
 struct Open {
     value: u128,
-    /// When the job stops counting: `u64::MAX` until it has a receipt.
-    until_ms: u64,
+    /// When its receipt was issued (`None` while queued or running): it counts until the
+    /// challenge window after that has passed.
+    issued_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     stake: Option<StakeView>,
     open: HashMap<JobId, Open>,
+}
+
+impl Inner {
+    /// Forgets the jobs whose challenge window has passed at `now_ms`.
+    fn prune(&mut self, now_ms: u64) {
+        let window = self
+            .stake
+            .map_or(RESTORED_WINDOW_MS, |s| s.challenge_window_ms);
+        self.open.retain(|_, o| match o.issued_at_ms {
+            None => true,
+            Some(t) => t.saturating_add(window) > now_ms,
+        });
+    }
 }
 
 /// The node's open value at risk and its cap.
@@ -176,7 +190,7 @@ impl Exposure {
             return Ok(());
         }
         let mut g = self.lock();
-        g.open.retain(|_, o| o.until_ms > now_ms);
+        g.prune(now_ms);
         if g.open.contains_key(job_id) {
             return Ok(());
         }
@@ -204,26 +218,31 @@ impl Exposure {
             *job_id,
             Open {
                 value,
-                until_ms: u64::MAX,
+                issued_at_ms: None,
             },
         );
         Ok(())
     }
 
-    /// Counts a job (again) without checking: jobs a restart found open.
-    pub fn restore(&self, job_id: &JobId, value: u128, until_ms: u64) {
+    /// Counts a job (again) without checking: jobs a restart found open (`issued_at_ms`:
+    /// when its receipt was issued, `None` if it has none yet).
+    pub fn restore(&self, job_id: &JobId, value: u128, issued_at_ms: Option<u64>) {
         if value > 0 {
-            self.lock().open.insert(*job_id, Open { value, until_ms });
+            self.lock().open.insert(
+                *job_id,
+                Open {
+                    value,
+                    issued_at_ms,
+                },
+            );
         }
     }
 
     /// The job has a receipt issued at `issued_at_ms`: it stays open for the challenge
     /// window.
     pub fn settled(&self, job_id: &JobId, issued_at_ms: u64) {
-        let mut g = self.lock();
-        let window = g.stake.map_or(0, |s| s.challenge_window_ms);
-        if let Some(o) = g.open.get_mut(job_id) {
-            o.until_ms = issued_at_ms.saturating_add(window);
+        if let Some(o) = self.lock().open.get_mut(job_id) {
+            o.issued_at_ms = Some(issued_at_ms);
         }
     }
 
@@ -235,7 +254,7 @@ impl Exposure {
     /// The figures for `GET /v1/status`.
     pub fn report(&self, now_ms: u64) -> ExposureReport {
         let mut g = self.lock();
-        g.open.retain(|_, o| o.until_ms > now_ms);
+        g.prune(now_ms);
         let open = open_sum(&g.open);
         let cap = g.stake.map(|s| s.cap());
         ExposureReport {
@@ -328,6 +347,25 @@ mod tests {
             .expect_err("jailed")
             .to_string()
             .contains("jailed"));
+    }
+
+    #[test]
+    fn jobs_found_at_start_count_until_their_window_is_known_to_have_passed() {
+        let e = Exposure::new(true);
+        e.restore(&id(1), 300, Some(0)); // signed at 0
+        e.restore(&id(2), 100, None); // still queued
+        assert_eq!(
+            e.report(5_000).open_value_at_risk,
+            "400",
+            "window unknown: a day"
+        );
+        e.set_stake(stake(4_400, true)); // window 1 s
+        assert_eq!(e.report(1_000).open_value_at_risk, "100", "job 1 is final");
+        assert_eq!(
+            e.report(10_000_000).open_jobs,
+            1,
+            "a queued job counts until it ends"
+        );
     }
 
     #[test]

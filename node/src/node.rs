@@ -183,9 +183,8 @@ impl Node {
     /// Re-queues what a previous run left queued or running. A job interrupted
     /// `max_attempts` times is failed instead of being started again.
     pub async fn recover(self: &Arc<Self>) -> rusqlite::Result<usize> {
-        // Signed jobs still inside a challenge window count against the cap; the window is
-        // not known before the registry is read, so they count until then plus a day's
-        // worth at most (they are pruned by the window once it is known).
+        // Signed jobs still inside a challenge window count against the cap (the window is
+        // known once the registry is read; until then they count for a day).
         let signed = self
             .blocking(|s| s.with_status(&[JobStatus::Succeeded]))
             .await?;
@@ -194,9 +193,7 @@ impl Node {
                 self.exposure.restore(
                     &job.job_id,
                     job.spec.value_at_risk.0,
-                    r.receipt
-                        .issued_at_ms
-                        .saturating_add(crate::exposure::RESTORED_WINDOW_MS),
+                    Some(r.receipt.issued_at_ms),
                 );
             }
         }
@@ -205,7 +202,7 @@ impl Node {
             .await?;
         for job in &pending {
             self.exposure
-                .restore(&job.job_id, job.spec.value_at_risk.0, u64::MAX);
+                .restore(&job.job_id, job.spec.value_at_risk.0, None);
         }
         let mut requeued = 0;
         for job in pending {
