@@ -553,3 +553,104 @@ async fn trace_len_other_than_completion_tokens_is_slashed_with_no_token_recompu
     assert_eq!(v["tokens_recomputed"], 0);
     assert_eq!(containers, 0);
 }
+
+/// Docker for images, but every run fails as if the daemon went away: a dispute is opened
+/// (its bond locked) and cannot be judged, as when a verifier dies mid-judgment.
+struct RunsFail(Arc<DockerExecutor>);
+
+type Fut<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, vouch_exec::ExecError>> + Send + 'a>,
+>;
+
+impl Executor for RunsFail {
+    fn resolve_image<'a>(&'a self, reference: &'a str) -> Fut<'a, Digest> {
+        self.0.resolve_image(reference)
+    }
+    fn run<'a>(
+        &'a self,
+        _job_id: vouch_proto::JobId,
+        _spec: &'a JobSpec,
+        _input: bytes::Bytes,
+    ) -> Fut<'a, RunOutcome> {
+        Box::pin(async { Err(vouch_exec::ExecError::Docker("the daemon went away".into())) })
+    }
+    fn health(&self) -> Fut<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn sweep(&self) -> Fut<'_, usize> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_token_dispute_is_judged_after_a_restart() {
+    if !docker_available(&[MODEL]).await {
+        return;
+    }
+    let app = App::new().await;
+    let g = generate(&app, 64, "restart").await.with_wrong_token(32);
+    let lie = sign(&g.spec, &g.output, &g.trace, 64);
+    let body = body(
+        &challenger(),
+        &lie,
+        &g,
+        32,
+        &Claim::of(&g.output, &g.trace, 32),
+    );
+
+    // The first verifier opens the dispute, then cannot run the step.
+    let first = Verifier::new(
+        app.ledger.clone(),
+        admin(),
+        network(),
+        DisputeConfig::default(),
+    )
+    .with_executor(Arc::new(RunsFail(app.docker.clone())))
+    .with_clock(|| NOW);
+    let first = router(ApiState::new(Arc::new(first)));
+    let (status, v) = post(&first, "/v1/disputes/token", &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "dispute_pending", "{v}");
+    let open = app.ledger.open_disputes().expect("open");
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        app.challenger_balance(),
+        CHALLENGER_DEPOSIT - BOND,
+        "bond locked"
+    );
+
+    // A new verifier over the same ledger resumes it from the stored evidence.
+    let second = Arc::new(
+        Verifier::new(
+            app.ledger.clone(),
+            admin(),
+            network(),
+            DisputeConfig::default(),
+        )
+        .with_executor(app.docker.clone())
+        .with_clock(|| NOW),
+    );
+    assert_eq!(second.resume_open_disputes().await.expect("resume"), 1);
+    let id = open[0].id.clone();
+    let mut tries = 0;
+    let verdict = loop {
+        tries += 1;
+        assert!(tries < 600, "no verdict within a minute");
+        let s = second
+            .result_dispute_status(&id)
+            .expect("status")
+            .expect("held");
+        if let Some(v) = s.verdict {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(verdict.kind, "token");
+    assert_eq!(
+        verdict.outcome,
+        vouch_verifier::ResultOutcome::Slashed,
+        "{verdict:?}"
+    );
+    assert_eq!(verdict.tokens_recomputed, Some(1));
+    assert!(app.ledger.open_disputes().expect("open").is_empty());
+}
