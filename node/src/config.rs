@@ -73,6 +73,12 @@ pub enum Fault {
     /// sequence (a different output digest), bypassing the signing history, and gossip
     /// both: an equivocation anyone can prove (`vouch-verifier dispute equivocation`).
     Equivocate,
+    /// In an inference job (a model output with a trace, SPEC.md §7.2–7.3), replace the
+    /// token at position `completion_tokens / 2` by another id in the output and in its
+    /// trace leaf, then sign: a receipt consistent with itself but not with the model,
+    /// which a one-token dispute (T2, `POST /v1/disputes/token`) proves wrong. Other jobs
+    /// are signed honestly.
+    WrongToken,
     /// Sign receipts but withhold the data behind them: serve no output or trace to
     /// peers by digest, and in a replicated job commit but never reveal.
     Withhold,

@@ -596,7 +596,7 @@ impl Node {
                 exit_code,
                 stdout,
                 stderr,
-                trace,
+                mut trace,
                 timings,
             }) => {
                 self.metrics.phase("create", timings.create);
@@ -609,6 +609,15 @@ impl Node {
                         let mut v = stdout.to_vec();
                         v.push(b'!');
                         Bytes::from(v)
+                    }
+                    Some(crate::config::Fault::WrongToken) => {
+                        match wrong_token(&stdout, &mut trace) {
+                            Some((position, changed)) => {
+                                tracing::warn!(target: "vouch::fault", %job_id, position, "FAULT INJECTION: signing a generation with one wrong token on purpose (--fault wrong-token)");
+                                changed
+                            }
+                            None => stdout,
+                        }
                     }
                     _ => stdout,
                 };
@@ -759,4 +768,42 @@ impl Worker {
             }
         }
     }
+}
+
+/// `--fault wrong-token`: the model output `stdout` with the token at position
+/// `completion_tokens / 2` replaced by another valid id, and the matching trace leaf
+/// (bytes 4..8, SPEC.md §7.3) changed alike, so the receipt agrees with itself. `None`
+/// (sign honestly) unless `stdout` is a model output with one 20-byte leaf per token.
+/// The content's character for that token changes with it (ids 1..=96 are one character
+/// each, images/README.md).
+fn wrong_token(stdout: &[u8], trace: &mut [Vec<u8>]) -> Option<(usize, Bytes)> {
+    let mut output: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    let tokens = output.get_mut("tokens")?.as_array_mut()?;
+    if tokens.len() != trace.len() || trace.iter().any(|l| l.len() != 20) || tokens.is_empty() {
+        return None;
+    }
+    let position = tokens.len() / 2;
+    let old = u32::try_from(tokens[position].as_u64()?).ok()?;
+    // Ids 1..=96 are `\n` and printable ASCII, all generable; this one differs from `old`.
+    let new = old % 96 + 1;
+    tokens[position] = new.into();
+    trace[position][4..8].copy_from_slice(&new.to_be_bytes());
+    let char_of = |id: u32| match id {
+        1 => Some('\n'),
+        2..=96 => char::from_u32(0x20 + id - 2),
+        _ => None,
+    };
+    if let (Some(content), Some(was), Some(now)) = (
+        output.get("content").and_then(|c| c.as_str()),
+        char_of(old),
+        char_of(new),
+    ) {
+        let mut chars: Vec<char> = content.chars().collect();
+        if chars.get(position) == Some(&was) {
+            chars[position] = now;
+            output["content"] = chars.into_iter().collect::<String>().into();
+        }
+    }
+    let bytes = vouch_proto::to_canonical_bytes(&output).ok()?;
+    Some((position, Bytes::from(bytes)))
 }

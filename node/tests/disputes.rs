@@ -9,7 +9,9 @@
 //! - a workload declared deterministic that is not (`vouch/random`) → void: no slash, the
 //!   bond comes back;
 //! - an equivocating node's (`--fault equivocate`) two receipts for one job, as another
-//!   node heard them → slashed on the signatures alone, once.
+//!   node heard them → slashed on the signatures alone, once;
+//! - a node that signs a generation with one wrong token (`--fault wrong-token`) → slashed
+//!   by a one-token dispute (`POST /v1/disputes/token`) that recomputes that token only.
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
@@ -562,4 +564,84 @@ async fn admission_by_stake_refuses_jobs_over_the_cap_and_a_slash_shrinks_it() {
         sec["service"]["cost_of_corruption"], "500",
         "only the honest operator's stake backs the service now: {sec:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_token_served_by_a_real_node_is_slashed_by_one_step() {
+    use base64::Engine as _;
+    if !docker_available().await {
+        return;
+    }
+    let w = World::new(&[None, Some(Fault::WrongToken)]).await;
+    let (v, node) = (&w.v, &w.nodes[1]);
+    let chat = client()
+        .post(format!("{}/v1/chat/completions", node.url))
+        .json(&json!({"model": "vouch-tiny-1",
+                      "messages": [{"role": "user", "content": "Tell me a story"}],
+                      "max_tokens": 64, "temperature": 0.8, "seed": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert!(chat.status().is_success(), "{}", chat.text().await.unwrap());
+    let chat: Value = chat.json().await.unwrap();
+    let vouch = &chat["vouch"];
+    let receipt: SignedReceipt = serde_json::from_value::<ReceiptJson>(vouch["receipt"].clone())
+        .unwrap()
+        .verify()
+        .unwrap();
+    let output = vouch["output"].as_str().unwrap().as_bytes().to_vec();
+    let input = vouch["input"].as_str().unwrap().as_bytes().to_vec();
+    let completion = chat["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(completion, 64, "{chat:#}");
+    // The fault's position; the node serves its own (signed) leaf there with the opening.
+    let t = (completion / 2) as u32;
+    let opened = get(&format!(
+        "{}/v1/jobs/{}/trace/{t}",
+        node.url,
+        vouch["job_id"].as_str().unwrap()
+    ))
+    .await;
+    let bond = vouch_verifier::Bond {
+        asset: "eth".into(),
+        amount: BOND,
+    };
+    let challenger = Key::of(&w.challenger_key);
+    let id = vouch_verifier::token_dispute_id(
+        &network(),
+        &challenger,
+        &receipt.receipt.signing_root(),
+        t,
+        &bond,
+    )
+    .unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let body = vouch_verifier::TokenDisputeBody {
+        challenger,
+        bond,
+        signature: vouch_verifier::Sig(
+            ed25519_dalek::Signer::sign(&w.challenger_key, &id).to_bytes(),
+        ),
+        receipt: receipt.to_json(),
+        spec: vouch["spec"].clone(),
+        input_base64: b64(&input),
+        output_base64: b64(&output),
+        position: t,
+        leaf: opened["leaf"].as_str().unwrap().to_owned(),
+        proof: serde_json::from_value(opened["proof"].clone()).unwrap(),
+        prefix: None,
+    };
+    let verdict: Value = client()
+        .post(format!("{}/v1/disputes/token", v.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["kind"], "token", "{verdict:#}");
+    assert_eq!(verdict["outcome"], "slashed", "{verdict:#}");
+    assert_eq!(verdict["tokens_recomputed"], 1, "{verdict:#}");
+    let op = operator_view(v, &node.operator).await;
+    assert_eq!(op["jailed"], true, "{op:#}");
 }

@@ -183,6 +183,7 @@ mod tests {
             VERDICT,
             SELECT,
             RESULT_DISPUTE,
+            TOKEN_DISPUTE,
             BEACON,
             SAMPLE,
             crate::TRACE_LEAF_TAG,

@@ -1,4 +1,5 @@
-//! The id a challenger signs to dispute a receipt's result (SPEC.md §11.1).
+//! The ids a challenger signs to dispute a receipt's result (SPEC.md §11.1) or one token
+//! of a traced inference (SPEC.md §11.4).
 //!
 //! Both sides compute it: a challenger (the `vouch-verifier dispute result` CLI, a node
 //! handing a replicated job's disagreement to the verifier) to sign it, and the verifier to
@@ -31,6 +32,35 @@ pub fn result_dispute_id(
     let canonical = to_canonical_bytes(&value)?;
     let mut h = Sha256::new();
     h.update(RESULT_DISPUTE_TAG);
+    h.update(network.0);
+    h.update(&canonical);
+    Ok(h.finalize().into())
+}
+
+/// Domain tag of a one-token (T2) dispute id.
+pub const TOKEN_DISPUTE_TAG: &[u8] = b"vouch/dispute/token/v1";
+
+/// `SHA-256("vouch/dispute/token/v1" ‖ network id ‖ canonical JSON {"bond": {"amount",
+/// "asset"}, "challenger", "position", "receipt"})`: as [`result_dispute_id`], plus the
+/// disputed token's position (an integer), under its own tag so that a signature over one
+/// kind of dispute can never open the other.
+pub fn token_dispute_id(
+    network: &NetworkId,
+    challenger: &[u8; 32],
+    receipt_root: &[u8; 32],
+    position: u32,
+    bond_asset: &str,
+    bond_amount: u128,
+) -> Result<[u8; 32], ProtoError> {
+    let value = json!({
+        "bond": {"amount": bond_amount.to_string(), "asset": bond_asset},
+        "challenger": hex::encode(challenger),
+        "position": position,
+        "receipt": hex::encode(receipt_root),
+    });
+    let canonical = to_canonical_bytes(&value)?;
+    let mut h = Sha256::new();
+    h.update(TOKEN_DISPUTE_TAG);
     h.update(network.0);
     h.update(&canonical);
     Ok(h.finalize().into())
@@ -73,6 +103,32 @@ mod tests {
         assert_eq!(
             result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap(),
             expected
+        );
+    }
+
+    #[test]
+    fn token_id_matches_the_spec_and_differs_from_the_result_id() {
+        // SPEC.md §11.4 spelled out by hand.
+        let net = NetworkId::from_name("vouch-devnet");
+        let json = format!(
+            r#"{{"bond":{{"amount":"10","asset":"eth"}},"challenger":"{}","position":7,"receipt":"{}"}}"#,
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        let mut h = Sha256::new();
+        h.update(b"vouch/dispute/token/v1");
+        h.update(net.0);
+        h.update(json.as_bytes());
+        let expected: [u8; 32] = h.finalize().into();
+        let id = token_dispute_id(&net, &[1; 32], &[2; 32], 7, "eth", 10).unwrap();
+        assert_eq!(id, expected);
+        assert_ne!(
+            id,
+            token_dispute_id(&net, &[1; 32], &[2; 32], 8, "eth", 10).unwrap()
+        );
+        assert_ne!(
+            id,
+            result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap()
         );
     }
 }

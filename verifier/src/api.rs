@@ -8,7 +8,8 @@
 //! | `GET` | `/v1/snapshot` | the whole ledger state |
 //! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
 //! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (opens the dispute, locking the bond, then re-runs the job twice) |
-//! | `GET` | `/v1/disputes/{id}` | a wrong-result dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
+//! | `POST` | `/v1/disputes/token` | [`TokenDisputeBody`] → [`ResultVerdict`] with `kind` `"token"` (opens the dispute, then recomputes at most one token: [`crate::token`]) |
+//! | `GET` | `/v1/disputes/{id}` | a wrong-result or one-token dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
 //! | `GET` | `/v1/beacon/{epoch}` | `{"epoch", "epoch_ms", "signature", "beacon"}` of an epoch that has ended (SPEC.md §11.3); 425 `not_yet` with `available_at_ms` before |
 //! | `GET` | `/v1/beacon` | the latest revealed beacon |
 //! | `GET` | `/healthz` | `{"status": "ok"}` |
@@ -17,8 +18,9 @@
 //! "code"}}`, `type` = `invalid_request_error` for 4xx and `server_error` for 5xx. Faults
 //! of the verifier itself are logged and answered with a generic 500.
 //!
-//! Every route but `POST /v1/disputes/result` is cut off after [`REQUEST_TIMEOUT`]; that
-//! one waits for the verdict of two runs of the job at once, each bounded by the spec's
+//! Every route but `POST /v1/disputes/result` and `POST /v1/disputes/token` is cut off
+//! after [`REQUEST_TIMEOUT`]; the first waits for the verdict of two runs of the job at
+//! once, the second for at most one `step` run, each bounded by the spec's
 //! own `timeout_ms` (and the executor's margin for the daemon), with at most
 //! [`crate::reexec::MAX_CONCURRENT_REEXECUTIONS`] containers at once. The judgment runs in
 //! its own task, so a client that hangs up does not stop it: it reads the verdict from
@@ -144,6 +146,7 @@ pub fn router(state: ApiState) -> Router {
     // Re-execution may take longer than REQUEST_TIMEOUT; it bounds itself (module docs).
     let reexec = Router::new()
         .route("/v1/disputes/result", post(post_result))
+        .route("/v1/disputes/token", post(post_token))
         .layer(DefaultBodyLimit::max(MAX_DISPUTE_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
@@ -735,8 +738,81 @@ async fn post_result(
     State(st): State<ApiState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ResultVerdict>, ApiError> {
-    use base64::Engine as _;
     let d: ResultDisputeBody = json_body_up_to(body, MAX_DISPUTE_BODY_BYTES)?;
+    let challenge = result_challenge(d)?;
+    let now = (st.clock)();
+    Ok(Json(st.verifier.dispute_result(challenge, now).await?))
+}
+
+/// Body of `POST /v1/disputes/token` (see [`crate::token`]): a result challenge's fields,
+/// signed over the token dispute id, plus the claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDisputeBody {
+    /// Receives the bounty; its deposited balance holds the bond.
+    pub challenger: Key,
+    /// Forfeited if the dispute is dismissed.
+    pub bond: Bond,
+    /// The challenger's signature over [`crate::token::token_dispute_id`].
+    pub signature: Sig,
+    /// The disputed receipt (SPEC.md §4.1).
+    pub receipt: ReceiptJson,
+    /// The job spec (SPEC.md §2).
+    pub spec: serde_json::Value,
+    /// The input bytes, base64.
+    pub input_base64: String,
+    /// The output the operator served, base64 (its SHA-256 must be the receipt's).
+    pub output_base64: String,
+    /// The disputed position `t`.
+    pub position: u32,
+    /// The operator's leaf `t`, hex (`GET /v1/jobs/{id}/trace/{t}` of the node).
+    pub leaf: String,
+    /// Its opening, bottom-up, 64 hex each.
+    pub proof: Vec<String>,
+    /// Optional: the prefix the challenger agrees to; must be the signed output's
+    /// `tokens[0..t]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<Vec<u32>>,
+}
+
+async fn post_token(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ResultVerdict>, ApiError> {
+    use base64::Engine as _;
+    let d: TokenDisputeBody = json_body_up_to(body, MAX_DISPUTE_BODY_BYTES)?;
+    let bad = |param: &'static str, message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).param(param)
+    };
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(d.output_base64.as_bytes())
+        .map_err(|e| bad("output_base64", format!("output_base64 is not base64: {e}")))?;
+    let leaf = hex::decode(&d.leaf).map_err(|e| bad("leaf", format!("leaf is not hex: {e}")))?;
+    let proof = crate::token::parse_proof(&d.proof).map_err(|e| bad("proof", e))?;
+    let claim = crate::token::TokenClaim {
+        position: d.position,
+        output: output.into(),
+        leaf,
+        proof,
+        prefix: d.prefix,
+    };
+    let base = result_challenge(ResultDisputeBody {
+        challenger: d.challenger,
+        bond: d.bond,
+        signature: d.signature,
+        receipt: d.receipt,
+        spec: d.spec,
+        input_base64: d.input_base64,
+    })?;
+    let challenge = crate::token::TokenChallenge { base, claim };
+    let now = (st.clock)();
+    Ok(Json(st.verifier.dispute_token(challenge, now).await?))
+}
+
+/// The challenge a result-dispute body describes (the receipt and spec parsed, the input
+/// decoded; nothing checked against the ledger yet).
+fn result_challenge(d: ResultDisputeBody) -> Result<ResultChallenge, ApiError> {
+    use base64::Engine as _;
     let receipt = d.receipt.verify().map_err(|source| DisputeError::Receipt {
         which: "receipt",
         source,
@@ -768,8 +844,7 @@ async fn post_result(
         spec,
         input: input.into(),
     };
-    let now = (st.clock)();
-    Ok(Json(st.verifier.dispute_result(challenge, now).await?))
+    Ok(challenge)
 }
 
 /// `GET /v1/beacon/{epoch}`: the verifier's beacon for an epoch that has ended (SPEC.md

@@ -65,9 +65,10 @@ pub mod reexec;
 pub mod requests;
 pub mod security;
 pub mod server;
+pub mod token;
 pub mod watch;
 
-pub use api::{router, ApiError, ApiState, ResultDisputeBody};
+pub use api::{router, ApiError, ApiState, ResultDisputeBody, TokenDisputeBody};
 pub use disputes::{
     equivocation_offence, DisputeConfig, Offence, Verdict, VerdictOutcome, Verifier,
 };
@@ -83,3 +84,4 @@ pub use reexec::{
     ResultVerdict, RunReport,
 };
 pub use requests::{signing_root, Key, RequestBody, Ruling, Sig, SignedRequest};
+pub use token::{token_dispute_id, TokenChallenge, TokenClaim};

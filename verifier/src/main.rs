@@ -250,6 +250,38 @@ enum DisputeCommand {
         #[arg(long)]
         bond_amount: u128,
     },
+    /// One wrong token of a traced inference (SPEC.md §11.4): the verifier checks the
+    /// operator's leaf at --position against the signed trace and output and recomputes
+    /// that one token. Fetches the input, the output and the leaf with its opening from
+    /// --node. Prints the verdict (asking `GET /v1/disputes/{id}` if the answer is lost).
+    Token {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        url: String,
+        /// The challenger's PKCS#8 PEM key (signs, receives the bounty, holds the bond).
+        #[arg(long)]
+        challenger_key: PathBuf,
+        /// The job as `GET /v1/jobs/{id}` returns it (with `spec` and `receipt`).
+        #[arg(long)]
+        job: PathBuf,
+        /// The node that ran the job: input, output and `/v1/jobs/{id}/trace/{t}` come
+        /// from it.
+        #[arg(long)]
+        node: String,
+        /// The node's API key, if it requires one.
+        #[arg(long, env = "VOUCH_API_KEY")]
+        api_key: Option<String>,
+        /// The disputed position t (the first token where your own run of the model
+        /// differs from the operator's).
+        #[arg(long)]
+        position: u32,
+        /// Asset of the bond.
+        #[arg(long)]
+        bond_asset: String,
+        /// Bond in base units (at most the challenger's deposited balance).
+        #[arg(long)]
+        bond_amount: u128,
+    },
 }
 
 fn main() -> ExitCode {
@@ -447,6 +479,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 asset: bond_asset,
                 amount: bond_amount,
             },
+            None,
+        ),
+        Command::Dispute {
+            command:
+                DisputeCommand::Token {
+                    url,
+                    challenger_key,
+                    job,
+                    node,
+                    api_key,
+                    position,
+                    bond_asset,
+                    bond_amount,
+                },
+        } => dispute_result(
+            &url,
+            &challenger_key,
+            &job,
+            None,
+            Some(&node),
+            api_key.as_deref(),
+            vouch_verifier::Bond {
+                asset: bond_asset,
+                amount: bond_amount,
+            },
+            Some(position),
         ),
     }
 }
@@ -460,6 +518,7 @@ fn dispute_result(
     node: Option<&str>,
     api_key: Option<&str>,
     bond: vouch_verifier::Bond,
+    position: Option<u32>,
 ) -> anyhow::Result<()> {
     use base64::Engine as _;
     let challenger = cli::keys::load(challenger_key)?;
@@ -493,14 +552,23 @@ fn dispute_result(
         (None, None) => anyhow::bail!("give --input FILE or --node URL"),
     };
     // The verifier refuses receipts of another network, so the receipt's is the one to sign.
-    let id = vouch_verifier::result_dispute_id(
-        &signed.receipt.network_id,
-        &Key::of(&challenger),
-        &signed.receipt.signing_root(),
-        &bond,
-    )?;
+    let id = match position {
+        None => vouch_verifier::result_dispute_id(
+            &signed.receipt.network_id,
+            &Key::of(&challenger),
+            &signed.receipt.signing_root(),
+            &bond,
+        )?,
+        Some(t) => vouch_verifier::token_dispute_id(
+            &signed.receipt.network_id,
+            &Key::of(&challenger),
+            &signed.receipt.signing_root(),
+            t,
+            &bond,
+        )?,
+    };
     let signature = vouch_verifier::Sig(ed25519_dalek::Signer::sign(&challenger, &id).to_bytes());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "challenger": Key::of(&challenger),
         "bond": bond,
         "signature": signature,
@@ -508,6 +576,33 @@ fn dispute_result(
         "spec": spec,
         "input_base64": base64::engine::general_purpose::STANDARD.encode(&input),
     });
+    let route = match (position, node) {
+        (None, _) => "/v1/disputes/result",
+        (Some(t), Some(node)) => {
+            let job_id = signed.receipt.job_id;
+            let fetch = |path: String| {
+                let (status, bytes) = rt.block_on(cli::client::get_bytes(node, &path, api_key))?;
+                anyhow::ensure!(
+                    status == 200,
+                    "{node}{path} answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                Ok(bytes)
+            };
+            let output = fetch(format!("/v1/jobs/{job_id}/output"))?;
+            let opening: serde_json::Value =
+                serde_json::from_slice(&fetch(format!("/v1/jobs/{job_id}/trace/{t}"))?)
+                    .context("the node's trace opening is not JSON")?;
+            body["output_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(&output)
+                .into();
+            body["position"] = t.into();
+            body["leaf"] = opening["leaf"].clone();
+            body["proof"] = opening["proof"].clone();
+            "/v1/disputes/token"
+        }
+        (Some(_), None) => anyhow::bail!("a token dispute needs --node"),
+    };
     // Two runs of the job at once (they may queue behind other disputes): allow for its
     // own timeout twice, plus the daemon.
     let timeout_ms = spec
@@ -517,12 +612,7 @@ fn dispute_result(
     let wait = std::time::Duration::from_millis(timeout_ms.saturating_mul(2))
         + std::time::Duration::from_secs(300);
     let deadline = std::time::Instant::now() + wait;
-    let posted = rt.block_on(cli::client::post_json_within(
-        url,
-        "/v1/disputes/result",
-        &body,
-        wait,
-    ));
+    let posted = rt.block_on(cli::client::post_json_within(url, route, &body, wait));
     match posted {
         Ok((status, answer)) if (200..300).contains(&status) => {
             println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -210,7 +210,7 @@ impl RunReport {
         }
     }
 
-    fn of_run(outcome: &RunOutcome) -> Self {
+    pub(crate) fn of_run(outcome: &RunOutcome) -> Self {
         match outcome {
             RunOutcome::Exited {
                 exit_code, stdout, ..
@@ -269,6 +269,13 @@ pub struct ResultVerdict {
     pub runs: Vec<RunReport>,
     /// Whether the challenger's bond was burned (only ever for `dismissed`).
     pub bond_forfeited: bool,
+    /// A one-token dispute (`kind` `"token"`, [`crate::token`]): the disputed position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// A one-token dispute: how many tokens the verifier recomputed (0 when the evidence
+    /// settled it, 1 when it ran the model's `step` once). `runs` is empty for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_recomputed: Option<u32>,
     /// The `close_dispute` event that recorded the verdict: the slash with the bond's
     /// release, the burn, or the release alone. `None` only in the report the ledger
     /// stores with that event.
@@ -288,13 +295,24 @@ struct Evidence {
     receipt: ReceiptJson,
     spec: serde_json::Value,
     input_base64: String,
+    /// A one-token dispute's own evidence (`kind` `"token"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<crate::token::TokenClaimJson>,
 }
 
 impl ResultChallenge {
-    /// The evidence bytes stored with the dispute.
-    fn to_evidence(&self) -> Result<Vec<u8>, DisputeError> {
+    /// The evidence bytes stored with the dispute (with `token`: a one-token dispute's).
+    pub(crate) fn to_evidence(
+        &self,
+        token: Option<&crate::token::TokenClaim>,
+    ) -> Result<Vec<u8>, DisputeError> {
         let evidence = Evidence {
-            kind: "wrong_result".into(),
+            kind: if token.is_some() {
+                "token"
+            } else {
+                "wrong_result"
+            }
+            .into(),
             challenger: self.challenger,
             bond: self.bond.clone(),
             signature: self.signature,
@@ -302,19 +320,23 @@ impl ResultChallenge {
             spec: serde_json::to_value(&self.spec)
                 .map_err(|e| DisputeError::Internal(format!("spec as JSON: {e}")))?,
             input_base64: base64::engine::general_purpose::STANDARD.encode(&self.input),
+            token: token.map(crate::token::TokenClaim::to_json),
         };
         serde_json::to_vec(&evidence)
             .map_err(|e| DisputeError::Internal(format!("evidence as JSON: {e}")))
     }
 
-    /// The challenge stored as evidence; `Err` says why it cannot be read.
-    fn from_evidence(bytes: &[u8]) -> Result<Self, String> {
+    /// The challenge stored as evidence, with a one-token dispute's claim; `Err` says why
+    /// it cannot be read.
+    fn from_evidence(bytes: &[u8]) -> Result<(Self, Option<crate::token::TokenClaim>), String> {
         let e: Evidence = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if e.kind != "wrong_result" {
-            return Err(format!("evidence of a {:?} dispute", e.kind));
-        }
+        let token = match (e.kind.as_str(), e.token) {
+            ("wrong_result", None) => None,
+            ("token", Some(t)) => Some(crate::token::TokenClaim::from_json(t)?),
+            (kind, _) => return Err(format!("evidence of a {kind:?} dispute")),
+        };
         let spec_bytes = serde_json::to_vec(&e.spec).map_err(|e| e.to_string())?;
-        Ok(ResultChallenge {
+        let challenge = ResultChallenge {
             challenger: e.challenger,
             bond: e.bond,
             signature: e.signature,
@@ -324,7 +346,8 @@ impl ResultChallenge {
                 .decode(e.input_base64.as_bytes())
                 .map_err(|e| format!("input: {e}"))?
                 .into(),
-        })
+        };
+        Ok((challenge, token))
     }
 }
 
@@ -379,9 +402,21 @@ impl Verifier {
         challenge: ResultChallenge,
         now_ms: u64,
     ) -> Result<ResultVerdict, DisputeError> {
-        let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
-        let challenge = Arc::new(challenge);
         let dispute = challenge.id(&self.network())?;
+        self.open_and_judge(Arc::new(challenge), None, dispute, now_ms)
+            .await
+    }
+
+    /// Checks, opens and judges a dispute of either tier: `token` makes it a one-token
+    /// dispute (T2, [`crate::token`]) whose id is `dispute`.
+    pub(crate) async fn open_and_judge(
+        self: &Arc<Self>,
+        challenge: Arc<ResultChallenge>,
+        token: Option<crate::token::TokenClaim>,
+        dispute: [u8; 32],
+        now_ms: u64,
+    ) -> Result<ResultVerdict, DisputeError> {
+        let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
         let id = hex::encode(dispute);
         let admitted = {
             let (this, c) = (self.clone(), challenge.clone());
@@ -401,7 +436,7 @@ impl Verifier {
                 executor
                     .resolve_image(&challenge.spec.image.to_string())
                     .await?;
-                let evidence = challenge.to_evidence()?;
+                let evidence = challenge.to_evidence(token.as_ref())?;
                 let (this, c, key) = (self.clone(), challenge.clone(), id.clone());
                 let opened = blocking(move || {
                     let body = RequestBody::OpenDispute {
@@ -421,7 +456,8 @@ impl Verifier {
                         offence = %hex::encode(offence),
                         challenger = %challenge.challenger,
                         seq = applied.event.seq,
-                        "wrong-result dispute opened; bond locked"
+                        kind = if token.is_some() { "token" } else { "wrong_result" },
+                        "dispute opened; bond locked"
                     ),
                     // Opened by a racing submission of the same challenge: join it.
                     Err(DisputeError::Ledger(LedgerError::DisputeExists { .. })) => {}
@@ -490,10 +526,14 @@ impl Verifier {
                     .ledger()
                     .dispute_evidence(&record.id)?
                     .unwrap_or_default();
-                let c = ResultChallenge::from_evidence(&evidence).map_err(|why| {
+                let (c, token) = ResultChallenge::from_evidence(&evidence).map_err(|why| {
                     DisputeError::Internal(format!("dispute {}: evidence: {why}", record.id))
                 })?;
                 let mut v = report_of(&c, &record.id, vec![]);
+                if let Some(t) = token {
+                    v.kind = "token".into();
+                    v.position = Some(t.position);
+                }
                 v.reason = "decided without a report from this verifier".into();
                 v
             }
@@ -670,7 +710,8 @@ impl Verifier {
         if record.closed.is_some() {
             return Ok(());
         }
-        let challenge = match ResultChallenge::from_evidence(&evidence.unwrap_or_default()) {
+        let (challenge, token) = match ResultChallenge::from_evidence(&evidence.unwrap_or_default())
+        {
             Ok(c) => c,
             // Only an admin client other than this verifier can store such evidence; the
             // bond goes back, as for any dispute without a verdict.
@@ -680,6 +721,12 @@ impl Verifier {
                     .await
             }
         };
+        if let Some(claim) = token {
+            let (ruling, report) = self
+                .judge_token(executor.as_ref(), &challenge, &claim, id)
+                .await?;
+            return self.close_blocking(id, ruling, report).await;
+        }
         let job_id = challenge.receipt.receipt.job_id;
         let runs = {
             // The semaphore is never closed, so acquiring only fails if it were.
@@ -772,7 +819,8 @@ impl Verifier {
                         outcome = ?report.outcome,
                         operator = %report.operator,
                         seq = applied.event.seq,
-                        "wrong-result dispute decided"
+                        kind = %report.kind,
+                        "dispute decided"
                     );
                     return Ok(());
                 }
@@ -795,7 +843,11 @@ impl Verifier {
 }
 
 /// A verdict report for `challenge` with `runs`, to be completed by the ruling.
-fn report_of(challenge: &ResultChallenge, id: &str, runs: Vec<RunReport>) -> ResultVerdict {
+pub(crate) fn report_of(
+    challenge: &ResultChallenge,
+    id: &str,
+    runs: Vec<RunReport>,
+) -> ResultVerdict {
     ResultVerdict {
         kind: "wrong_result".into(),
         outcome: ResultOutcome::Void,
@@ -807,6 +859,8 @@ fn report_of(challenge: &ResultChallenge, id: &str, runs: Vec<RunReport>) -> Res
         receipt: RunReport::of_receipt(&challenge.receipt),
         runs,
         bond_forfeited: false,
+        position: None,
+        tokens_recomputed: None,
         event: None,
     }
 }
@@ -827,6 +881,8 @@ fn unreadable_report(record: &DisputeRecord, why: &str) -> ResultVerdict {
         },
         runs: vec![],
         bond_forfeited: false,
+        position: None,
+        tokens_recomputed: None,
         event: None,
     }
 }
