@@ -14,9 +14,11 @@
 //!   open and unlock or burn it with their verdict.
 //! - [`disputes`]: tier 0, equivocation, judged on signatures alone; [`reexec`]: tier 1,
 //!   a wrong result, judged by re-running the job twice on a `vouch_exec::Executor`
-//!   (Docker) and comparing. Both end in admin requests the [`Verifier`] signs. A
-//!   wrong-result dispute is opened in the ledger (bond locked, evidence stored) before
-//!   the runs, judged in its own task, and resumed after a restart.
+//!   (Docker) and comparing; [`token`]: tier 2, one token of a traced inference, judged
+//!   from the signed trace and at most one `step` run of the model image. All end in
+//!   admin requests the [`Verifier`] signs. A wrong-result or token dispute is opened in
+//!   the ledger (bond locked, evidence stored) before anything runs, judged in its own
+//!   task, and resumed after a restart.
 //! - [`events`]: every applied request appends one hash-chained event, signed by the
 //!   verifier key, in the same transaction; [`verify_chain`] checks a run of them.
 //! - [`error`]: [`LedgerError`], what a refused request tells its client.

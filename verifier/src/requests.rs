@@ -210,7 +210,7 @@ pub enum RequestBody {
         #[serde(with = "decimal")]
         amount: u128,
         /// The dismissed dispute: 64 lowercase hex characters (for example
-        /// [`crate::disputes::ResultChallenge::id`]). Each dispute forfeits at most once; a
+        /// [`crate::reexec::ResultChallenge::id`]). Each dispute forfeits at most once; a
         /// second forfeit naming it is refused with [`LedgerError::AlreadyForfeited`]. A
         /// dispute opened with `open_dispute` holds its bond itself and is decided with
         /// `close_dispute`; `forfeit_bond` naming it is refused.

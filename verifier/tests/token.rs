@@ -654,3 +654,95 @@ async fn an_open_token_dispute_is_judged_after_a_restart() {
     assert_eq!(verdict.tokens_recomputed, Some(1));
     assert!(app.ledger.open_disputes().expect("open").is_empty());
 }
+
+/// `vouch-verifier dispute token` end to end over real HTTP: the verifier's API on a
+/// socket, and the operator's job routes (`/v1/jobs/{id}/input`, `/output`,
+/// `/trace/{t}`) served from the operator's generation the way a node serves them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_disputes_one_token_from_the_node_s_routes() {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey as _};
+    if !docker_available(&[MODEL]).await {
+        return;
+    }
+    let app = App::new().await;
+    let g = Arc::new(generate(&app, 64, "cli").await.with_wrong_token(32));
+    let lie = sign(&g.spec, &g.output, &g.trace, 64);
+    let job_id = lie.receipt.job_id.to_string();
+
+    let serve = |r: Router| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, r).await;
+        });
+        (url, task)
+    };
+    let (verifier_url, v_task) = serve(app.router.clone()).await;
+    let (gi, go, gt) = (g.clone(), g.clone(), g.clone());
+    let node = Router::new()
+        .route(
+            &format!("/v1/jobs/{job_id}/input"),
+            axum::routing::get(move || async move { gi.input.clone() }),
+        )
+        .route(
+            &format!("/v1/jobs/{job_id}/output"),
+            axum::routing::get(move || async move { go.output.clone() }),
+        )
+        .route(
+            &format!("/v1/jobs/{job_id}/trace/32"),
+            axum::routing::get(move || async move {
+                axum::Json(json!({
+                    "leaf": hex::encode(&gt.trace[32]),
+                    "proof": merkle_proof(&gt.trace, 32)
+                        .expect("in range")
+                        .iter()
+                        .map(hex::encode)
+                        .collect::<Vec<_>>(),
+                }))
+            }),
+        );
+    let (node_url, n_task) = serve(node).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("me.pem");
+    let pem = challenger().to_pkcs8_pem(LineEnding::LF).expect("pem");
+    std::fs::write(&key, pem.as_bytes()).expect("write key");
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        serde_json::to_vec(&json!({"spec": g.spec, "receipt": lie.to_json()})).expect("json"),
+    )
+    .expect("write job");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vouch-verifier"))
+        .args([
+            "dispute",
+            "token",
+            "--url",
+            &verifier_url,
+            "--node",
+            &node_url,
+        ])
+        .arg("--challenger-key")
+        .arg(&key)
+        .arg("--job")
+        .arg(&job)
+        .args(["--position", "32", "--bond-asset", "eth", "--bond-amount"])
+        .arg(BOND.to_string())
+        .output()
+        .await
+        .expect("run the CLI");
+    v_task.abort();
+    n_task.abort();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("the verdict as JSON");
+    assert_eq!(v["kind"], "token", "{v}");
+    assert_eq!(v["outcome"], "slashed", "{v}");
+    assert_eq!(v["tokens_recomputed"], 1, "{v}");
+}
