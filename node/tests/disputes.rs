@@ -50,11 +50,28 @@ struct VerifierUnderTest {
     ledger: Arc<SqliteLedger>,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+    /// The label of its Docker containers (a one-token dispute leaves a warm one).
+    label: String,
 }
 
 impl Drop for VerifierUnderTest {
     fn drop(&mut self) {
         self.task.abort();
+        let ids = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=vouch.node={}", self.label),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
     }
 }
 
@@ -72,7 +89,10 @@ async fn start_verifier(admin: &SigningKey) -> VerifierUnderTest {
         .unwrap(),
     );
     let label = format!("verifier-test-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let docker = Arc::new(DockerExecutor::new(DockerExecutor::default_host(), label));
+    let docker = Arc::new(DockerExecutor::new(
+        DockerExecutor::default_host(),
+        label.clone(),
+    ));
     let verifier = Verifier::new(
         ledger.clone(),
         admin.clone(),
@@ -91,6 +111,7 @@ async fn start_verifier(admin: &SigningKey) -> VerifierUnderTest {
         ledger,
         _dir: dir,
         task,
+        label,
     }
 }
 

@@ -67,8 +67,8 @@ use vouch_proto::{
 };
 use vouch_verifier::{
     equivocation_offence, Bond, CollateralLedger, DisputeConfig, Key, LedgerConfig, MemoryLedger,
-    RequestBody, ResultChallenge, ResultOutcome, SignedRequest, SqliteLedger, VerdictOutcome,
-    Verifier, PPM,
+    RequestBody, ResultChallenge, ResultOutcome, SignedRequest, SqliteLedger, TokenChallenge,
+    TokenClaim, VerdictOutcome, Verifier, PPM,
 };
 
 /// Progress on stderr, stamped with the seconds since the bench started.
@@ -148,6 +148,8 @@ struct Args {
     quick: bool,
     json: Option<String>,
     dir: Option<PathBuf>,
+    /// Only figure 4 (one-token vs full re-execution disputes).
+    only_token: bool,
 }
 
 fn parse_args() -> Res<Args> {
@@ -156,10 +158,12 @@ fn parse_args() -> Res<Args> {
         quick: false,
         json: None,
         dir: None,
+        only_token: false,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => out.quick = true,
+            "--only-token" => out.only_token = true,
             "--json" => out.json = Some(args.next().ok_or("--json needs a file path")?),
             "--dir" => out.dir = Some(args.next().ok_or("--dir needs a directory")?.into()),
             // cargo bench passes `--bench`; filters and other flags do not apply here.
@@ -1608,6 +1612,272 @@ async fn run_case(b: &mut Bench, case: &Case, image: Digest) -> Res<CaseResult> 
 }
 
 // ---------------------------------------------------------------------------------------
+// Figure 4: one-token (T2) disputes vs full re-execution disputes
+// ---------------------------------------------------------------------------------------
+
+/// Generation sizes of figure 4.
+const TOKEN_SIZES: [u32; 2] = [256, 1024];
+/// Target of figure 4: a one-token dispute at least this many times cheaper at 1,024 tokens.
+const TOKEN_TARGET: f64 = 20.0;
+
+/// One size of figure 4: wall seconds and machine CPU seconds (all cores, from /proc/stat)
+/// of each kind of dispute of the same wrong generation.
+#[derive(Debug)]
+struct TokenCase {
+    tokens: u32,
+    full: Stats,
+    one: Stats,
+    full_cpu: Stats,
+    one_cpu: Stats,
+}
+
+/// Busy CPU seconds of the whole machine so far (every core; user, nice, system, irq,
+/// softirq, steal), or 0 where /proc/stat is not readable.
+fn machine_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum();
+    busy / 100.0
+}
+
+async fn token_section(plan: &Plan) -> Res<Vec<TokenCase>> {
+    let label = format!("vouch-verifier-bench-token-{:08x}", std::process::id());
+    let docker = Arc::new(DockerExecutor::new(DockerExecutor::default_host(), label));
+    if tokio::time::timeout(Duration::from_secs(10), docker.health())
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        progress!("==> one-token disputes skipped: Docker does not answer");
+        return Ok(vec![]);
+    }
+    let result = token_cases(plan, &docker).await;
+    let _ = docker.sweep().await;
+    result
+}
+
+async fn token_cases(plan: &Plan, docker: &Arc<DockerExecutor>) -> Res<Vec<TokenCase>> {
+    let image = match docker.resolve_image("vouch/inference-stub:dev").await {
+        Ok(i) => i,
+        Err(e) => {
+            progress!("==> one-token disputes skipped: {e} (run images/build.sh)");
+            return Ok(vec![]);
+        }
+    };
+    let dir = tempfile::tempdir_in(&plan.dir)?;
+    let operator = key("operator", 3_000);
+    let challenger = key("challenger", 1);
+    let (ledger, _) = staked_ledger(dir.path(), &operator, &challenger)?;
+    let verifier = Arc::new(
+        Verifier::new(ledger, admin(), network(), DisputeConfig::default())
+            .with_executor(docker.clone()),
+    );
+    let rounds = if plan.quick { 3 } else { 8 };
+    let mut sequence = 0u64;
+    let mut out = vec![];
+    for n in TOKEN_SIZES {
+        // The operator's generation, then the same with its middle token replaced in the
+        // output and in its leaf: a self-consistent wrong receipt, as --fault wrong-token.
+        let input = json!({
+            "max_tokens": n,
+            "messages": [{"role": "user", "content": "Tell me a long story about receipts."}],
+            "model": "vouch-tiny-1", "seed": 42, "stop": [],
+            "temperature_milli": 800, "top_p_milli": 900,
+        })
+        .to_string()
+        .into_bytes();
+        let spec = JobSpec {
+            image,
+            command: vec![],
+            env: vec![],
+            input_digest: Digest::of(&input),
+            limits: limits(256, 120_000),
+            determinism: Determinism::Deterministic,
+            value_at_risk: Amount(0),
+            replicas: 1,
+            nonce: format!("vouch-verifier-bench/token/{n}"),
+        };
+        let job_id = spec.job_id()?;
+        let input = Bytes::from(input);
+        let RunOutcome::Exited {
+            stdout, mut trace, ..
+        } = docker.run(job_id, &spec, input.clone()).await?
+        else {
+            return Err("the model broke a limit".into());
+        };
+        let mut out_json: Value = serde_json::from_slice(&stdout)?;
+        let t = (n / 2) as usize;
+        let old = out_json["tokens"][t].as_u64().ok_or("no token t")? as u32;
+        let new = old % 96 + 1;
+        out_json["tokens"][t] = new.into();
+        let wrong = Bytes::from(vouch_proto::to_canonical_bytes(&out_json)?);
+        trace[t][4..8].copy_from_slice(&new.to_be_bytes());
+        let lie = |sequence: u64| {
+            let receipt = Receipt {
+                network_id: network(),
+                operator: OperatorKey(operator.verifying_key().to_bytes()),
+                sequence,
+                job_id,
+                image,
+                input_digest: spec.input_digest,
+                output_digest: Digest::of(&wrong),
+                output_len: wrong.len() as u64,
+                exit_code: 0,
+                trace_root: vouch_proto::merkle_root(&trace),
+                trace_len: trace.len() as u64,
+                issued_at_ms: NOW - 10,
+            };
+            let signature = operator.sign(&receipt.signing_root()).to_bytes();
+            SignedReceipt { receipt, signature }
+        };
+        let bond = || Bond {
+            asset: "eth".into(),
+            amount: 100,
+        };
+        progress!("==> one-token vs full re-execution disputes, {n} tokens: {rounds} rounds");
+        let (mut full, mut one, mut full_cpu, mut one_cpu) = (vec![], vec![], vec![], vec![]);
+        for round in 0..=rounds {
+            for kind in [round % 2, (round + 1) % 2] {
+                sequence += 1;
+                let (c0, t0) = (machine_cpu_s(), Instant::now());
+                let verdict = if kind == 0 {
+                    let c = ResultChallenge::sign(
+                        &network(),
+                        &challenger,
+                        bond(),
+                        lie(sequence),
+                        spec.clone(),
+                        input.clone(),
+                    )?;
+                    verifier.dispute_result(c, NOW).await?
+                } else {
+                    let claim = TokenClaim {
+                        position: t as u32,
+                        output: wrong.clone(),
+                        leaf: trace[t].clone(),
+                        proof: vouch_proto::merkle_proof(&trace, t).ok_or("no opening")?,
+                        prefix: None,
+                    };
+                    let c = TokenChallenge::sign(
+                        &network(),
+                        &challenger,
+                        bond(),
+                        lie(sequence),
+                        spec.clone(),
+                        input.clone(),
+                        claim,
+                    )?;
+                    let v = verifier.dispute_token(c, NOW).await?;
+                    if v.tokens_recomputed != Some(1) {
+                        return Err(format!(
+                            "one-token dispute recomputed {:?}",
+                            v.tokens_recomputed
+                        )
+                        .into());
+                    }
+                    v
+                };
+                let (wall, cpu) = (t0.elapsed().as_secs_f64(), machine_cpu_s() - c0);
+                if verdict.outcome != ResultOutcome::Slashed {
+                    return Err(format!(
+                        "a dispute of the wrong generation ended {:?}: {}",
+                        verdict.outcome, verdict.reason
+                    )
+                    .into());
+                }
+                if round == 0 {
+                    continue; // warm-up
+                }
+                if kind == 0 {
+                    full.push(wall);
+                    full_cpu.push(cpu);
+                } else {
+                    one.push(wall);
+                    one_cpu.push(cpu);
+                }
+            }
+        }
+        let case = TokenCase {
+            tokens: n,
+            full: Stats::of(&full),
+            one: Stats::of(&one),
+            full_cpu: Stats::of(&full_cpu),
+            one_cpu: Stats::of(&one_cpu),
+        };
+        progress!(
+            "    medians: full {:.3} s ({:.3} CPU s), one token {:.3} s ({:.3} CPU s): {:.1}× wall, {:.1}× CPU",
+            case.full.p50,
+            case.full_cpu.p50,
+            case.one.p50,
+            case.one_cpu.p50,
+            case.full.p50 / case.one.p50,
+            case.full_cpu.p50 / case.one_cpu.p50.max(1e-9)
+        );
+        out.push(case);
+    }
+    Ok(out)
+}
+
+fn token_report(cases: &[TokenCase]) -> (String, Value) {
+    let mut md = String::from(
+        "## One-token (T2) disputes vs full re-execution disputes (vouch/inference-stub:dev)\n\n",
+    );
+    if cases.is_empty() {
+        md.push_str("Not run: Docker or the model image is missing.\n");
+        return (md, json!({"skipped": true}));
+    }
+    md.push_str("| generated tokens | full dispute p50 wall / machine CPU (s) | one-token dispute p50 wall / machine CPU (s) | ratio wall | ratio CPU | target |\n|---|---|---|---|---|---|\n");
+    let mut rows = vec![];
+    for c in cases {
+        let (rw, rc) = (
+            c.full.p50 / c.one.p50,
+            c.full_cpu.p50 / c.one_cpu.p50.max(1e-9),
+        );
+        let target = if c.tokens == 1024 {
+            if rc >= TOKEN_TARGET {
+                format!("≥ {TOKEN_TARGET}× CPU: met")
+            } else {
+                format!("≥ {TOKEN_TARGET}× CPU: **missed**")
+            }
+        } else {
+            "—".into()
+        };
+        md.push_str(&format!(
+            "| {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.1}× | {:.1}× | {} |\n",
+            c.tokens, c.full.p50, c.full_cpu.p50, c.one.p50, c.one_cpu.p50, rw, rc, target
+        ));
+        rows.push(json!({
+            "tokens": c.tokens,
+            "full_wall_s": c.full.json(1.0),
+            "one_token_wall_s": c.one.json(1.0),
+            "full_machine_cpu_s": c.full_cpu.json(1.0),
+            "one_token_machine_cpu_s": c.one_cpu.json(1.0),
+            "ratio_wall": rw,
+            "ratio_cpu": rc,
+        }));
+    }
+    md.push_str(
+        "\nBoth are whole `Verifier` disputes of the same self-consistent wrong receipt (the \
+         middle token replaced in output and leaf), each about a fresh receipt, alternating. \
+         The full dispute re-runs the generation twice; the one-token dispute checks the \
+         opening and runs the model's `step` once. Machine CPU is the busy time of every core \
+         while the dispute ran (containers, dockerd and the verifier alike).\n",
+    );
+    (
+        md,
+        json!({"target_ratio_at_1024": TOKEN_TARGET, "sizes": rows}),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------
 
@@ -2140,11 +2410,20 @@ fn main() -> Res<()> {
     epoch();
     let load_start = load_average();
 
-    let ledger = ledger_section(&plan)?;
-    let equivocation = equivocation_section(&plan)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let tokens = runtime.block_on(token_section(&plan))?;
+    let (token_md, token_json) = token_report(&tokens);
+    if args.only_token {
+        println!("{token_md}");
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&token_json)?)?;
+        }
+        return Ok(());
+    }
+    let ledger = ledger_section(&plan)?;
+    let equivocation = equivocation_section(&plan)?;
     let disputes = runtime.block_on(dispute_section(&plan))?;
     if let DisputeResults::Skipped(why) = &disputes {
         progress!("==> wrong-result disputes skipped: {why}");
@@ -2162,7 +2441,9 @@ fn main() -> Res<()> {
         &disputes,
         (&load_start, &load_end),
     );
-    println!("{md}");
+    println!("{md}\n{token_md}");
+    let mut json = json;
+    json["token_disputes"] = token_json;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
         progress!("==> wrote {path}");

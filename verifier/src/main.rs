@@ -775,6 +775,8 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         if let Some(n) = net {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), n.net.shutdown()).await;
         }
+        // The warm model container of one-token disputes, and anything else of ours.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), executor.sweep()).await;
         anyhow::Ok(())
     })
 }

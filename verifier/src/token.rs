@@ -368,9 +368,16 @@ impl Verifier {
                 .acquire()
                 .await
                 .map_err(|_| DisputeError::NoExecutor)?;
-            executor
-                .run(challenge.receipt.receipt.job_id, &spec, step_input.into())
-                .await?
+            // One exchange with a warm container of the model (its `serve` mode answers a
+            // step line with what `step` prints): one forward pass, no container start.
+            // Anything but a clean answer (a refused state, a broken container) is
+            // settled by a cold `step` run, whose exit code is what the ruling reads.
+            let job = challenge.receipt.receipt.job_id;
+            let input = Bytes::from(step_input);
+            match executor.run_warm(job, &spec, input.clone()).await {
+                Ok(o @ RunOutcome::Exited { exit_code: 0, .. }) => o,
+                _ => executor.run(job, &spec, input).await?,
+            }
         };
         report.tokens_recomputed = Some(1);
         report.runs = vec![RunReport::of_run(&outcome)];

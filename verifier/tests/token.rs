@@ -375,7 +375,10 @@ async fn one_wrong_token_in_256_is_slashed_with_one_step() {
     assert_eq!(v["outcome"], "slashed", "{v}");
     assert_eq!(v["position"], 128);
     assert_eq!(v["tokens_recomputed"], 1, "{v}");
-    assert_eq!(containers, 1, "the dispute ran exactly one container: {v}");
+    assert_eq!(
+        containers, 1,
+        "the first one-token dispute starts the warm model container, and only that: {v}"
+    );
     assert_eq!(v["runs"].as_array().expect("runs").len(), 1);
     assert_eq!(v["bond_forfeited"], false);
     assert_eq!(v["event"]["payload"]["result"]["verdict"], "slashed");
@@ -411,9 +414,16 @@ async fn one_wrong_token_in_256_is_slashed_with_one_step() {
     .await;
     assert_eq!(v["outcome"], "dismissed", "{v}");
     assert_eq!(v["tokens_recomputed"], 1);
-    assert_eq!(containers, 1);
+    assert_eq!(
+        containers, 0,
+        "the warm model container is reused: no start"
+    );
     assert_eq!(v["bond_forfeited"], true);
     assert_eq!(app.challenger_balance(), before - BOND);
+    // Only the warm model container stays, until the verifier sweeps (as it does when it
+    // stops).
+    assert_eq!(app.leftover_containers().len(), 1);
+    app.docker.sweep().await.expect("sweep");
     assert!(app.leftover_containers().is_empty());
 }
 
@@ -491,7 +501,11 @@ async fn honest_generation_challenged_is_dismissed() {
         .await;
         assert_eq!(v["outcome"], "dismissed", "position {t}: {v}");
         assert_eq!(v["tokens_recomputed"], 1);
-        assert_eq!(containers, 1);
+        assert_eq!(
+            containers,
+            usize::from(t == 0),
+            "one warm container, started by the first dispute"
+        );
     }
     assert_eq!(app.challenger_balance(), CHALLENGER_DEPOSIT - 3 * BOND);
 }

@@ -130,16 +130,24 @@ struct StepInput {
     position: u32,
 }
 
+/// What step mode prints for a step input: `{"leaf":"<hex>","token":id}`.
+fn step_output(input: &StepInput) -> Result<String, Error> {
+    let (token, leaf) = step(&input.request, &input.prefix, input.position)?;
+    Ok(format!(
+        "{{\"leaf\":\"{}\",\"token\":{token}}}",
+        to_hex(&leaf)
+    ))
+}
+
 /// Step mode: `{"leaf":"<hex>","token":id}` on `stdout`; returns the exit code.
 pub fn step_mode(input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
     let result = serde_json::from_slice::<StepInput>(input)
         .map_err(Error::from)
-        .and_then(|s| step(&s.request, &s.prefix, s.position));
-    let (token, leaf) = match result {
+        .and_then(|s| step_output(&s));
+    let out = match result {
         Ok(ok) => ok,
         Err(e) => return report(stderr, &e),
     };
-    let out = format!("{{\"leaf\":\"{}\",\"token\":{token}}}", to_hex(&leaf));
     match stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
@@ -152,8 +160,22 @@ pub fn step_mode(input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn Write) -
     }
 }
 
-/// The warm-mode answer to one request line (without the newline).
+/// The warm-mode answer to one request line (without the newline). A step input (an
+/// object with `request`, `prefix` and `position`) gets what step mode would print as its
+/// `output` and no trace, so a verifier can keep one container warm for one-token
+/// disputes.
 pub fn serve_line(line: &[u8]) -> String {
+    if let Ok(s) = serde_json::from_slice::<StepInput>(line) {
+        return match step_output(&s) {
+            Ok(output) => {
+                let mut out = String::from("{\"output\":");
+                json::push_string(&mut out, &output);
+                out.push_str(",\"trace\":[]}");
+                out
+            }
+            Err(e) => error_line(&e.to_string()),
+        };
+    }
     let result = Request::from_json(line).and_then(|req| generate(&req).map(|gen| (req, gen)));
     match result {
         Ok((req, gen)) => {
@@ -257,6 +279,23 @@ mod tests {
         assert_eq!(args(&["step"]), Ok(Mode::Step));
         assert!(args(&["serve", "x"]).is_err());
         assert!(args(&["--help"]).is_err());
+    }
+
+    #[test]
+    fn serve_answers_a_step_line_with_what_step_mode_prints() {
+        let req = r#"{"max_tokens":64,"messages":[{"role":"user","content":"What is a receipt?"}],"model":"vouch-tiny-1","seed":42,"stop":[],"temperature_milli":800,"top_p_milli":900}"#;
+        for (prefix, position) in [("[]", 0), ("[54,74]", 2)] {
+            let line = format!(r#"{{"request":{req},"prefix":{prefix},"position":{position}}}"#);
+            let (mut cold, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(step_mode(line.as_bytes(), &mut cold, &mut err), 0);
+            let warm: serde_json::Value =
+                serde_json::from_str(&serve_line(line.as_bytes())).expect("JSON line");
+            assert_eq!(warm["output"].as_str().map(str::as_bytes), Some(&cold[..]));
+            assert_eq!(warm["trace"], serde_json::json!([]));
+        }
+        // A state the generation cannot reach is an error line, as step mode exits 2.
+        let bad = format!(r#"{{"request":{req},"prefix":[],"position":64}}"#);
+        assert!(serve_line(bad.as_bytes()).starts_with("{\"error\":"));
     }
 
     #[test]
