@@ -32,7 +32,7 @@ fi
 echo "==> gossip: 25-node loopback network (vouch-net)" >&2
 cargo bench -p vouch-net --bench gossip -- ${quick:+--quick} --json "$out/gossip.json" >"$out/gossip.md"
 
-echo "==> verifier: durable ledger events/s, equivocation checks, disputes vs one execution" >&2
+echo "==> verifier: durable ledger events/s, equivocation checks, disputes vs one execution, one-token vs full disputes" >&2
 cargo bench -p vouch-verifier --bench verifier -- ${quick:+--quick} --json "$out/verifier.json" >"$out/verifier.md"
 
 echo "==> verifier memory and start-up against ledger size (1k / 10k / 100k events)" >&2
@@ -40,7 +40,7 @@ cargo bench -p vouch-verifier --bench memory -- ${quick:+--quick} --json "$out/v
 
 python3 scripts/bench_report.py "${CARGO_TARGET_DIR:-$repo/target}/criterion" "$out/node.json" "$out/node.md" \
   --section gossip "Gossip: 25-node loopback network" "$out/gossip.json" "$out/gossip.md" \
-  --section verifier "Verifier: ledger events/s, equivocation proofs, wrong-result disputes" "$out/verifier.json" "$out/verifier.md" \
+  --section verifier "Verifier: ledger events/s, equivocation proofs, wrong-result and one-token disputes" "$out/verifier.json" "$out/verifier.md" \
   --section verifier_memory "Verifier: memory and start-up against ledger size" "$out/verifier-memory.json" "$out/verifier-memory.md" \
   >"$out/report.md"
 echo "==> wrote $out/report.md and $out/report.json" >&2
