@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    bootstrap_addr, client, docker_available, get, key, observer, run_job, submit, wait_until,
-    TestNode,
+    bootstrap_addr, client, containers_with_label, docker_available, get, key, observer, run_job,
+    submit, wait_until, TestNode,
 };
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
@@ -57,19 +57,9 @@ struct VerifierUnderTest {
 impl Drop for VerifierUnderTest {
     fn drop(&mut self) {
         self.task.abort();
-        let ids = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=vouch.node={}", self.label),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for id in ids.split_whitespace() {
+        for id in containers_with_label(&self.label) {
             let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", id])
+                .args(["rm", "-f", &id])
                 .output();
         }
     }

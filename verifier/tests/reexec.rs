@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -19,14 +18,13 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
-use vouch_exec::{DockerExecutor, Executor, RunOutcome};
+use vouch_exec::{Executor, RunOutcome};
 use vouch_proto::{
     Amount, Determinism, Digest, JobSpec, Limits, NetworkId, OperatorKey, Receipt, Root32,
     SignedReceipt,
 };
 use vouch_verifier::{
-    result_dispute_id, router, verify_chain, ApiState, Bond, CollateralLedger, DisputeConfig, Key,
-    RequestBody, Sig, SqliteLedger, Verifier,
+    result_dispute_id, verify_chain, Bond, CollateralLedger, Key, RequestBody, Sig, SqliteLedger,
 };
 
 /// Alice's stake, delegated to the operator, fully allocated.
@@ -36,96 +34,6 @@ const CHALLENGER_DEPOSIT: u128 = 1_000;
 const BOND: u128 = 100;
 /// The verifier's clock in these tests; receipts are issued just before it.
 const NOW: u64 = 1_795_000_000_000;
-
-/// A verifier with a Docker executor whose containers carry a label unique to the test.
-struct App {
-    router: Router,
-    ledger: Arc<SqliteLedger>,
-    docker: Arc<DockerExecutor>,
-    label: String,
-    _dir: tempfile::TempDir,
-}
-
-impl App {
-    async fn new() -> App {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = Arc::new(
-            SqliteLedger::open(dir.path().join("ledger.sqlite"), config(), NET, admin())
-                .expect("open"),
-        );
-        let label = format!("vouch-verifier-test-{:016x}", rand_u64());
-        let docker = Arc::new(DockerExecutor::new(
-            DockerExecutor::default_host(),
-            label.clone(),
-        ));
-        let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
-            .with_executor(docker.clone())
-            .with_clock(|| NOW);
-        let state = ApiState::new(Arc::new(verifier));
-        let app = App {
-            router: router(state),
-            ledger,
-            docker,
-            label,
-            _dir: dir,
-        };
-        app.setup().await;
-        app
-    }
-
-    /// Asset; Alice's stake delegated to the operator, fully allocated; the challenger's
-    /// deposit — all as signed requests over `POST /v1/requests`.
-    async fn setup(&self) {
-        let mut s = Signer::default();
-        let mut requests = staked_operator(&mut s, &operator(), STAKE);
-        requests.push(s.req(
-            &challenger(),
-            RequestBody::Deposit {
-                asset: "eth".into(),
-                amount: CHALLENGER_DEPOSIT,
-            },
-        ));
-        for r in &requests {
-            let (status, body) = post(&self.router, "/v1/requests", r).await;
-            assert_eq!(status, StatusCode::OK, "{}: {body}", r.body.kind());
-        }
-    }
-
-    /// The test's containers still present (there must be none after a run).
-    fn leftover_containers(&self) -> Vec<String> {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=vouch.node={}", self.label),
-            ])
-            .output();
-        let Ok(out) = out else {
-            return vec![]; // no docker CLI: nothing could have been started
-        };
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        for id in self.leftover_containers() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &id])
-                .output();
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&Digest::of(format!("{:?}", Instant::now()).as_bytes()).0[..8]);
-    u64::from_le_bytes(b) ^ u64::from(std::process::id())
-}
 
 async fn post(app: &Router, uri: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
     let bytes = serde_json::to_vec(body).expect("json");
@@ -218,7 +126,7 @@ fn challenge(who: &SigningKey, receipt: &SignedReceipt, spec: &JobSpec, input: &
     })
 }
 
-async fn resolve(app: &App, image: &str) -> Digest {
+async fn resolve(app: &DockerApp, image: &str) -> Digest {
     app.docker.resolve_image(image).await.expect("image")
 }
 
@@ -253,7 +161,7 @@ async fn wrong_receipt_is_slashed_once_with_bounty_and_jail() {
         return;
     }
     let started = Instant::now();
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let input = b"one two three\n";
     let spec = spec(resolve(&app, "vouch/wc:dev").await, &[], input, "wrong");
     let lie = sign_receipt(&operator(), network(), &spec, b"42\n", 0, NOW - 10);
@@ -370,7 +278,7 @@ async fn honest_receipt_is_dismissed_and_the_bond_burned() {
         return;
     }
     let started = Instant::now();
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let input = b"the honest operator\ncounts words\n";
     let spec = spec(resolve(&app, "vouch/wc:dev").await, &[], input, "honest");
     // What an honest operator signs: the output of a real run.
@@ -442,7 +350,7 @@ async fn a_challenge_with_a_large_input_is_judged() {
     if !docker_available(&["vouch/wc:dev"]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let input: Vec<u8> = b"large inputs are disputable too\n"
         .iter()
         .copied()
@@ -468,7 +376,7 @@ async fn nondeterministic_or_limit_breaking_runs_are_void() {
         return;
     }
     let started = Instant::now();
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let before = app.ledger.snapshot().expect("snapshot");
     // vouch/random writes different bytes every run, whatever the spec claims.
     let input = b"";
@@ -578,7 +486,7 @@ async fn a_dispute_submitted_twice_is_judged_once_with_its_bond_locked() {
         return;
     }
     let started = Instant::now();
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let input = b"echoed after a nap\n";
     let spec = spec(
         resolve(&app, "vouch/sleep:dev").await,
@@ -659,7 +567,7 @@ async fn a_dispute_submitted_twice_is_judged_once_with_its_bond_locked() {
 /// Needs no Docker (the image is a made-up id that is never run).
 #[tokio::test]
 async fn bad_challenges_are_refused_and_change_nothing() {
-    let app = App::new().await;
+    let app = DockerApp::new("reexec", STAKE, CHALLENGER_DEPOSIT, NOW);
     let input = b"input bytes\n";
     let good = spec(Digest::of(b"image"), &[], input, "bad");
     let other_spec = spec(Digest::of(b"image"), &[], input, "another nonce");

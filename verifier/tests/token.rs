@@ -11,7 +11,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -28,8 +28,7 @@ use vouch_proto::{
     SignedReceipt,
 };
 use vouch_verifier::{
-    router, token_dispute_id, ApiState, Bond, CollateralLedger, DisputeConfig, Key, RequestBody,
-    Sig, SqliteLedger, Verifier,
+    router, token_dispute_id, ApiState, Bond, CollateralLedger, DisputeConfig, Key, Sig, Verifier,
 };
 
 const STAKE: u128 = 1_000_000;
@@ -38,111 +37,30 @@ const BOND: u128 = 100;
 const NOW: u64 = 1_795_000_000_000;
 const MODEL: &str = "vouch/inference-stub:dev";
 
-struct App {
-    router: Router,
-    ledger: Arc<SqliteLedger>,
-    docker: Arc<DockerExecutor>,
-    label: String,
-    _dir: tempfile::TempDir,
-}
-
-impl App {
-    async fn new() -> App {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ledger = Arc::new(
-            SqliteLedger::open(dir.path().join("ledger.sqlite"), config(), NET, admin())
-                .expect("open"),
-        );
-        let label = format!("vouch-token-test-{:016x}", rand_u64());
-        let docker = Arc::new(DockerExecutor::new(
-            DockerExecutor::default_host(),
-            label.clone(),
-        ));
-        let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
-            .with_executor(docker.clone())
-            .with_clock(|| NOW);
-        let app = App {
-            router: router(ApiState::new(Arc::new(verifier))),
-            ledger,
-            docker,
-            label,
-            _dir: dir,
-        };
-        let mut s = Signer::default();
-        let mut requests = staked_operator(&mut s, &operator(), STAKE);
-        requests.push(s.req(
-            &challenger(),
-            RequestBody::Deposit {
-                asset: "eth".into(),
-                amount: CHALLENGER_DEPOSIT,
-            },
-        ));
-        for r in &requests {
-            let (status, body) = post(&app.router, "/v1/requests", r).await;
-            assert_eq!(status, StatusCode::OK, "{}: {body}", r.body.kind());
-        }
-        app
-    }
-
-    /// Containers Docker created under this test's label between `since` and now
-    /// (`docker events`; seconds since the Unix epoch, with nanoseconds).
-    fn containers_created_since(&self, since: f64) -> usize {
-        let until = unix_now() + 1.0;
-        let out = std::process::Command::new("docker")
-            .args([
-                "events",
-                "--since",
-                &format!("{since:.9}"),
-                "--until",
-                &format!("{until:.9}"),
-                "--filter",
-                "type=container",
-                "--filter",
-                "event=create",
-                "--filter",
-                &format!("label=vouch.node={}", self.label),
-                "--format",
-                "{{.ID}}",
-            ])
-            .output()
-            .expect("docker events");
-        assert!(out.status.success(), "docker events: {out:?}");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    }
-
-    fn leftover_containers(&self) -> Vec<String> {
-        let Ok(out) = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=vouch.node={}", self.label),
-            ])
-            .output()
-        else {
-            return vec![];
-        };
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn challenger_balance(&self) -> u128 {
-        self.ledger
-            .balance(&Key::of(&challenger()), "eth")
-            .expect("balance")
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        for id in self.leftover_containers() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &id])
-                .output();
-        }
-    }
+/// Containers Docker created under this test's label between `since` and now
+/// (`docker events`; seconds since the Unix epoch, with nanoseconds).
+fn containers_created_since(label: &str, since: f64) -> usize {
+    let until = unix_now() + 1.0;
+    let out = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &format!("{since:.9}"),
+            "--until",
+            &format!("{until:.9}"),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--filter",
+            &format!("label=vouch.node={label}"),
+            "--format",
+            "{{.ID}}",
+        ])
+        .output()
+        .expect("docker events");
+    assert!(out.status.success(), "docker events: {out:?}");
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 fn unix_now() -> f64 {
@@ -150,12 +68,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64()
-}
-
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&Digest::of(format!("{:?}", Instant::now()).as_bytes()).0[..8]);
-    u64::from_le_bytes(b) ^ u64::from(std::process::id())
 }
 
 async fn post(app: &Router, uri: &str, body: &impl serde::Serialize) -> (StatusCode, Value) {
@@ -221,7 +133,7 @@ impl Generation {
 }
 
 /// Runs the model once for `max_tokens` tokens (sampled, no stop strings).
-async fn generate(app: &App, max_tokens: u32, nonce: &str) -> Generation {
+async fn generate(app: &DockerApp, max_tokens: u32, nonce: &str) -> Generation {
     let image = app.docker.resolve_image(MODEL).await.expect("image");
     let input = serde_json::to_vec(&json!({
         "max_tokens": max_tokens,
@@ -350,12 +262,12 @@ fn body(who: &SigningKey, receipt: &SignedReceipt, g: &Generation, t: u32, claim
 }
 
 /// Posts the dispute and answers the verdict and the containers it took.
-async fn dispute(app: &App, body: &Value) -> (Value, usize) {
+async fn dispute(app: &DockerApp, body: &Value) -> (Value, usize) {
     let since = unix_now();
     let (status, v) = post(&app.router, "/v1/disputes/token", body).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["kind"], "token", "{v}");
-    (v, app.containers_created_since(since))
+    (v, containers_created_since(&app.label, since))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -363,7 +275,7 @@ async fn one_wrong_token_in_256_is_slashed_with_one_step() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 256, "wrong-token")
         .await
         .with_wrong_token(128);
@@ -432,7 +344,7 @@ async fn bad_evidence_is_dismissed_without_recomputation_and_the_bond_burned() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 64, "bad-evidence")
         .await
         .with_wrong_token(32);
@@ -484,7 +396,7 @@ async fn honest_generation_challenged_is_dismissed() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 64, "honest").await;
     let honest = sign(&g.spec, &g.output, &g.trace, 64);
     for t in [0u32, 31, 63] {
@@ -515,7 +427,7 @@ async fn self_contradiction_is_slashed_with_no_token_recomputed() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 64, "contradiction").await;
     // The output's token 32 changed, the signed trace left honest: leaf 32 states another
     // token than the signed output.
@@ -547,7 +459,7 @@ async fn trace_len_other_than_completion_tokens_is_slashed_with_no_token_recompu
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 64, "trace-len").await;
     // 63 leaves signed for 64 tokens.
     let short = &g.trace[..63];
@@ -601,7 +513,7 @@ async fn an_open_token_dispute_is_judged_after_a_restart() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = generate(&app, 64, "restart").await.with_wrong_token(32);
     let lie = sign(&g.spec, &g.output, &g.trace, 64);
     let body = body(
@@ -678,7 +590,7 @@ async fn the_cli_disputes_one_token_from_the_node_s_routes() {
     if !docker_available(&[MODEL]).await {
         return;
     }
-    let app = App::new().await;
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
     let g = Arc::new(generate(&app, 64, "cli").await.with_wrong_token(32));
     let lie = sign(&g.spec, &g.output, &g.trace, 64);
     let job_id = lie.receipt.job_id.to_string();

@@ -143,3 +143,113 @@ pub async fn docker_available(images: &[&str]) -> bool {
         }
     }
 }
+
+/// Containers (any state) whose `vouch.node` label is `label`; none without a docker CLI.
+pub fn containers_labelled(label: &str) -> Vec<String> {
+    let Ok(out) = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=vouch.node={label}"),
+        ])
+        .output()
+    else {
+        return vec![]; // no docker CLI: nothing could have been started
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes every container [`containers_labelled`] finds.
+pub fn remove_containers_labelled(label: &str) {
+    for id in containers_labelled(label) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &id])
+            .output();
+    }
+}
+
+/// A verifier API over a SQLite ledger file with a Docker executor whose containers carry
+/// a label unique to the test; the ledger holds the standard staked operator
+/// ([`staked_operator`] with `stake`) and the challenger's deposit. Its containers are
+/// removed when it is dropped.
+pub struct DockerApp {
+    pub router: axum::Router,
+    pub ledger: std::sync::Arc<vouch_verifier::SqliteLedger>,
+    pub docker: std::sync::Arc<DockerExecutor>,
+    pub label: String,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerApp {
+    /// `what` names the test in the label; the verifier's clock reads `now`.
+    pub fn new(what: &str, stake: u128, deposit: u128, now: u64) -> DockerApp {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Arc::new(
+            vouch_verifier::SqliteLedger::open(
+                dir.path().join("ledger.sqlite"),
+                config(),
+                NET,
+                admin(),
+            )
+            .expect("open"),
+        );
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let label = format!("vouch-{what}-test-{:x}-{nonce:x}", std::process::id());
+        let docker = Arc::new(DockerExecutor::new(
+            DockerExecutor::default_host(),
+            label.clone(),
+        ));
+        let mut s = Signer::default();
+        let mut requests = staked_operator(&mut s, &operator(), stake);
+        requests.push(s.req(
+            &challenger(),
+            RequestBody::Deposit {
+                asset: "eth".into(),
+                amount: deposit,
+            },
+        ));
+        for r in &requests {
+            ok(&*ledger, r, now);
+        }
+        let verifier = vouch_verifier::Verifier::new(
+            ledger.clone(),
+            admin(),
+            network(),
+            vouch_verifier::DisputeConfig::default(),
+        )
+        .with_executor(docker.clone())
+        .with_clock(move || now);
+        DockerApp {
+            router: vouch_verifier::router(vouch_verifier::ApiState::new(Arc::new(verifier))),
+            ledger,
+            docker,
+            label,
+            _dir: dir,
+        }
+    }
+
+    /// The test's containers still present.
+    pub fn leftover_containers(&self) -> Vec<String> {
+        containers_labelled(&self.label)
+    }
+
+    /// The challenger's deposited `eth`.
+    pub fn challenger_balance(&self) -> u128 {
+        self.ledger
+            .balance(&Key::of(&challenger()), "eth")
+            .expect("balance")
+    }
+}
+
+impl Drop for DockerApp {
+    fn drop(&mut self) {
+        remove_containers_labelled(&self.label);
+    }
+}
