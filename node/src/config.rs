@@ -115,6 +115,9 @@ pub struct P2pConfig {
     pub challenger_key: Option<PathBuf>,
     /// The bond of each such dispute, `ASSET:AMOUNT` in base units (e.g. `eth:10`).
     pub dispute_bond: Option<String>,
+    /// How often the verifier is asked for open withholding disputes against this
+    /// operator's receipts, which the node answers from its job database, ms.
+    pub withholding_poll_ms: u64,
 }
 
 impl Default for P2pConfig {
@@ -131,6 +134,7 @@ impl Default for P2pConfig {
             commit_window_ms: 30_000,
             challenger_key: None,
             dispute_bond: None,
+            withholding_poll_ms: 2_000,
         }
     }
 }
@@ -267,6 +271,9 @@ pub struct RunArgs {
     /// Bond of each dispute raised, ASSET:AMOUNT in base units (e.g. eth:10).
     #[arg(long, env = "VOUCH_DISPUTE_BOND")]
     pub dispute_bond: Option<String>,
+    /// How often to ask the verifier for withholding disputes to answer, ms.
+    #[arg(long, env = "VOUCH_WITHHOLDING_POLL_MS")]
+    pub withholding_poll_ms: Option<u64>,
     /// Misbehave on purpose, for demos and dispute tests only.
     #[arg(long, env = "VOUCH_FAULT")]
     pub fault: Option<Fault>,
@@ -330,6 +337,9 @@ impl Config {
         }
         if let Some(v) = &args.dispute_bond {
             config.p2p.dispute_bond = Some(v.clone());
+        }
+        if let Some(v) = args.withholding_poll_ms {
+            config.p2p.withholding_poll_ms = v;
         }
         if let Some(f) = args.fault {
             config.fault = Some(f);

@@ -38,6 +38,7 @@ pub mod p2p;
 pub mod replication;
 pub mod signer;
 pub mod store;
+pub mod withholding;
 
 use std::fs::File;
 use std::future::Future;
@@ -185,6 +186,13 @@ pub async fn serve(
             }
         })
     };
+    // Withholding disputes against this operator are answered from the job database.
+    let withholding = node
+        .config
+        .p2p
+        .verifier_url
+        .clone()
+        .map(|url| tokio::spawn(withholding::run(node.clone(), url, stop_rx.clone())));
     let app = api::router(node.clone());
     let http = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -194,6 +202,9 @@ pub async fn serve(
     let served = http.await;
     let _ = worker.await;
     let _ = orphans.await;
+    if let Some(w) = withholding {
+        let _ = w.await;
+    }
     for t in p2p_tasks {
         let _ = t.await;
     }

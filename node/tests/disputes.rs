@@ -11,7 +11,10 @@
 //! - an equivocating node's (`--fault equivocate`) two receipts for one job, as another
 //!   node heard them → slashed on the signatures alone, once;
 //! - a node that signs a generation with one wrong token (`--fault wrong-token`) → slashed
-//!   by a one-token dispute (`POST /v1/disputes/token`) that recomputes that token only.
+//!   by a one-token dispute (`POST /v1/disputes/token`) that recomputes that token only;
+//! - withholding disputes (`POST /v1/disputes/withholding`) of chat completions: an honest
+//!   node publishes the demanded output and leaves on its own before the deadline (void,
+//!   bond back), a `--fault withhold` node does not and is slashed at the deadline.
 
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
@@ -39,6 +42,8 @@ use vouch_verifier::{
 const STAKE: u128 = 1_000;
 const DEPOSIT: u128 = 1_000;
 const BOND: u128 = 10;
+/// How long an operator has to answer a withholding dispute in these tests.
+const WITHHOLDING_DEADLINE_MS: u64 = 4_000;
 
 fn network() -> NetworkId {
     NetworkId::parse_or_name("vouch-devnet")
@@ -89,7 +94,8 @@ async fn start_verifier(admin: &SigningKey) -> VerifierUnderTest {
         network(),
         DisputeConfig::default(),
     )
-    .with_executor(docker);
+    .with_executor(docker)
+    .with_withholding_deadline_ms(WITHHOLDING_DEADLINE_MS);
     let app = router(ApiState::new(Arc::new(verifier)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -272,6 +278,7 @@ impl World {
                 c.p2p.mdns = false;
                 c.p2p.verifier_url = Some(vurl);
                 c.p2p.registry_refresh_ms = 300;
+                c.p2p.withholding_poll_ms = 300;
                 c.p2p.bootstrap = b.into_iter().collect();
                 c.fault = fault;
             })
@@ -655,4 +662,123 @@ async fn a_wrong_token_served_by_a_real_node_is_slashed_by_one_step() {
     assert_eq!(verdict["tokens_recomputed"], 1, "{verdict:#}");
     let op = operator_view(v, &node.operator).await;
     assert_eq!(op["jailed"], true, "{op:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_that_withholds_evidence_is_slashed_and_an_honest_one_answers() {
+    use base64::Engine as _;
+    if !docker_available().await {
+        return;
+    }
+    let w = World::new(&[None, Some(Fault::Withhold)]).await;
+    let v = &w.v;
+    let challenger = Key::of(&w.challenger_key);
+    let balance = || v.ledger.balance(&challenger, "eth").unwrap();
+    let before = balance();
+    let mut disputes = vec![];
+    for node in &w.nodes {
+        let chat = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .json(&json!({"model": "vouch-tiny-1",
+                          "messages": [{"role": "user", "content": "Tell me a story"}],
+                          "max_tokens": 16, "seed": 3}))
+            .send()
+            .await
+            .unwrap();
+        assert!(chat.status().is_success(), "{}", chat.text().await.unwrap());
+        let chat: Value = chat.json().await.unwrap();
+        let receipt: SignedReceipt =
+            serde_json::from_value::<ReceiptJson>(chat["vouch"]["receipt"].clone())
+                .unwrap()
+                .verify()
+                .unwrap();
+        let demand = vouch_verifier::Demand {
+            output: true,
+            positions: vec![0, 7, 15],
+        };
+        let c = vouch_verifier::WithholdingChallenge::sign(
+            &network(),
+            &w.challenger_key,
+            vouch_verifier::Bond {
+                asset: "eth".into(),
+                amount: BOND,
+            },
+            receipt.clone(),
+            demand,
+        )
+        .unwrap();
+        let body = vouch_verifier::WithholdingDisputeBody {
+            challenger,
+            bond: c.bond.clone(),
+            signature: c.signature,
+            receipt: receipt.to_json(),
+            demand: c.demand.clone(),
+        };
+        let open: Value = client()
+            .post(format!("{}/v1/disputes/withholding", v.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(open["kind"], "withholding", "{open:#}");
+        disputes.push((
+            open["dispute"].as_str().unwrap().to_owned(),
+            chat["vouch"]["output"].as_str().unwrap().to_owned(),
+            receipt,
+        ));
+    }
+    let mut verdicts = vec![];
+    for (id, _, _) in &disputes {
+        let mut d = Value::Null;
+        wait_until("the withholding dispute is decided", async || {
+            d = get(&format!("{}/v1/disputes/{id}", v.url)).await;
+            d["state"] == "decided"
+        })
+        .await;
+        verdicts.push(d);
+    }
+    // The honest node answered on its own, before the deadline: the output it served and
+    // its leaves are public now, and check out against its signed receipt.
+    let (honest, (_, output, receipt)) = (&verdicts[0], &disputes[0]);
+    assert_eq!(honest["verdict"]["outcome"], "void", "{honest:#}");
+    let answer = &honest["withholding"]["answer"];
+    let published = base64::engine::general_purpose::STANDARD
+        .decode(answer["output_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(published, output.as_bytes());
+    assert_eq!(answer["leaves"].as_array().unwrap().len(), 3);
+    for leaf in answer["leaves"].as_array().unwrap() {
+        let proof: Vec<String> = serde_json::from_value(leaf["proof"].clone()).unwrap();
+        vouch_proto::verify_merkle_proof(
+            &receipt.receipt.trace_root,
+            receipt.receipt.trace_len,
+            leaf["index"].as_u64().unwrap(),
+            &hex::decode(leaf["leaf"].as_str().unwrap()).unwrap(),
+            &vouch_verifier::token::parse_proof(&proof).unwrap(),
+        )
+        .unwrap();
+    }
+    assert!(
+        honest["withholding"]["answered_at_ms"].as_u64().unwrap()
+            <= honest["withholding"]["deadline_ms"].as_u64().unwrap()
+    );
+    assert_eq!(
+        operator_view(v, &w.nodes[0].operator).await["jailed"],
+        false
+    );
+    // The withholding node said nothing and was slashed at the deadline.
+    let withheld = &verdicts[1];
+    assert_eq!(withheld["verdict"]["outcome"], "slashed", "{withheld:#}");
+    let op = operator_view(v, &w.nodes[1].operator).await;
+    assert_eq!(op["jailed"], true, "{op:#}");
+    assert_eq!(
+        op["slashable_stake"]["eth"],
+        (STAKE / 2).to_string(),
+        "{op:#}"
+    );
+    // Both bonds came back, with the bounty of the slash.
+    assert_eq!(balance(), before + STAKE / 2 / 10);
 }

@@ -184,6 +184,7 @@ mod tests {
             SELECT,
             RESULT_DISPUTE,
             TOKEN_DISPUTE,
+            WITHHOLDING_DISPUTE,
             BEACON,
             SAMPLE,
             crate::TRACE_LEAF_TAG,

@@ -66,6 +66,38 @@ pub fn token_dispute_id(
     Ok(h.finalize().into())
 }
 
+/// Domain tag of a withholding dispute id.
+pub const WITHHOLDING_DISPUTE_TAG: &[u8] = b"vouch/dispute/withholding/v1";
+
+/// `SHA-256("vouch/dispute/withholding/v1" ‖ network id ‖ canonical JSON {"bond":
+/// {"amount", "asset"}, "challenger", "output", "positions", "receipt"})`: as
+/// [`result_dispute_id`], plus what the challenger demands the operator publish — `output`
+/// (a boolean: the output bytes) and `positions` (the trace leaves with their openings,
+/// integers in increasing order) — under its own tag (SPEC.md §11.5).
+pub fn withholding_dispute_id(
+    network: &NetworkId,
+    challenger: &[u8; 32],
+    receipt_root: &[u8; 32],
+    output: bool,
+    positions: &[u32],
+    bond_asset: &str,
+    bond_amount: u128,
+) -> Result<[u8; 32], ProtoError> {
+    let value = json!({
+        "bond": {"amount": bond_amount.to_string(), "asset": bond_asset},
+        "challenger": hex::encode(challenger),
+        "output": output,
+        "positions": positions,
+        "receipt": hex::encode(receipt_root),
+    });
+    let canonical = to_canonical_bytes(&value)?;
+    let mut h = Sha256::new();
+    h.update(WITHHOLDING_DISPUTE_TAG);
+    h.update(network.0);
+    h.update(&canonical);
+    Ok(h.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +160,32 @@ mod tests {
         );
         assert_ne!(
             id,
+            result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap()
+        );
+    }
+
+    #[test]
+    fn withholding_id_matches_the_spec_and_names_the_demand() {
+        // SPEC.md §11.5 spelled out by hand.
+        let net = NetworkId::from_name("vouch-devnet");
+        let json = format!(
+            r#"{{"bond":{{"amount":"10","asset":"eth"}},"challenger":"{}","output":true,"positions":[3,9],"receipt":"{}"}}"#,
+            "01".repeat(32),
+            "02".repeat(32)
+        );
+        let mut h = Sha256::new();
+        h.update(b"vouch/dispute/withholding/v1");
+        h.update(net.0);
+        h.update(json.as_bytes());
+        let expected: [u8; 32] = h.finalize().into();
+        let id = |output, positions: &[u32]| {
+            withholding_dispute_id(&net, &[1; 32], &[2; 32], output, positions, "eth", 10).unwrap()
+        };
+        assert_eq!(id(true, &[3, 9]), expected);
+        assert_ne!(id(false, &[3, 9]), expected);
+        assert_ne!(id(true, &[3]), expected);
+        assert_ne!(
+            id(true, &[]),
             result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap()
         );
     }

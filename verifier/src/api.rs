@@ -9,7 +9,10 @@
 //! | `POST` | `/v1/disputes/equivocation` | `{"challenger", "receipt_a", "receipt_b"}` → [`Verdict`] |
 //! | `POST` | `/v1/disputes/result` | [`ResultDisputeBody`] → [`ResultVerdict`] (opens the dispute, locking the bond, then re-runs the job twice) |
 //! | `POST` | `/v1/disputes/token` | [`TokenDisputeBody`] → [`ResultVerdict`] with `kind` `"token"` (opens the dispute, then recomputes at most one token: [`crate::token`]) |
-//! | `GET` | `/v1/disputes/{id}` | a wrong-result or one-token dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
+//! | `POST` | `/v1/disputes/withholding` | [`WithholdingDisputeBody`] → [`DisputeStatus`] `open`, with the demand and its deadline ([`crate::withholding`]) |
+//! | `POST` | `/v1/disputes/{id}/answer` | [`crate::withholding::Answer`] → [`DisputeStatus`] `decided` (`void`, the evidence published); 422 `bad_answer`, 409 `deadline_passed` |
+//! | `GET` | `/v1/disputes?state=&kind=&operator=&limit=` | the latest disputes, newest first, filtered |
+//! | `GET` | `/v1/disputes/{id}` | a wrong-result, one-token or withholding dispute: [`DisputeStatus`], `open` or `decided` with its verdict |
 //! | `GET` | `/v1/beacon/{epoch}` | `{"epoch", "epoch_ms", "signature", "beacon"}` of an epoch that has ended (SPEC.md §11.3); 425 `not_yet` with `available_at_ms` before |
 //! | `GET` | `/v1/beacon` | the latest revealed beacon |
 //! | `GET` | `/healthz` | `{"status": "ok"}` |
@@ -147,6 +150,7 @@ pub fn router(state: ApiState) -> Router {
     let reexec = Router::new()
         .route("/v1/disputes/result", post(post_result))
         .route("/v1/disputes/token", post(post_token))
+        .route("/v1/disputes/{id}/answer", post(post_answer))
         .layer(DefaultBodyLimit::max(MAX_DISPUTE_BODY_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
@@ -159,6 +163,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/receipts", get(get_receipts))
         .route("/v1/peers", get(get_peers))
         .route("/v1/disputes/equivocation", post(post_equivocation))
+        .route("/v1/disputes/withholding", post(post_withholding))
         .route("/v1/disputes", get(get_disputes))
         .route("/v1/disputes/{id}", get(get_dispute))
         .merge(crate::explorer::routes())
@@ -311,6 +316,9 @@ impl From<DisputeError> for ApiError {
             }
             D::NoExecutor | D::Exec(_) => (S::SERVICE_UNAVAILABLE, "reexecution_unavailable"),
             D::Pending { .. } => (S::SERVICE_UNAVAILABLE, "dispute_pending"),
+            D::BadDemand(_) => (S::UNPROCESSABLE_ENTITY, "bad_demand"),
+            D::BadAnswer(_) => (S::UNPROCESSABLE_ENTITY, "bad_answer"),
+            D::DeadlinePassed { .. } => (S::CONFLICT, "deadline_passed"),
             D::Busy(_) | D::Ledger(_) | D::Internal(_) => (S::SERVICE_UNAVAILABLE, "busy"),
         };
         let mut err = ApiError::new(status, code, e.to_string());
@@ -670,34 +678,90 @@ fn page_size(n: usize, param: &'static str) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-/// The latest wrong-result disputes, newest first (`?limit=N`, default 50, at most 1000),
-/// each as `GET /v1/disputes/{id}` shows it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisputesQuery {
+    limit: Option<usize>,
+    /// `open` or `decided`.
+    state: Option<String>,
+    /// `wrong_result`, `token` or `withholding`.
+    kind: Option<String>,
+    /// 64 hex: disputes of this operator's receipts.
+    operator: Option<String>,
+}
+
+/// The latest disputes, newest first (`?limit=N`, default 50, at most 1000), each as
+/// `GET /v1/disputes/{id}` shows it, optionally only those in `state` (`open`,
+/// `decided`), of `kind` or against `operator`. `total` counts every dispute in the
+/// ledger. An operator's node polls `?state=open&kind=withholding&operator=…` to answer
+/// withholding disputes.
 async fn get_disputes(
     State(st): State<ApiState>,
-    query: Result<Query<LimitQuery>, QueryRejection>,
+    query: Result<Query<DisputesQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = page_size(parse_query(query)?.limit.unwrap_or(50), "limit")?;
+    let q = parse_query(query)?;
+    let limit = page_size(q.limit.unwrap_or(50), "limit")?;
+    if let Some(s) = q
+        .state
+        .as_deref()
+        .filter(|s| !matches!(*s, "open" | "decided"))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+            format!("state must be open or decided, got {s:?}"),
+        )
+        .param("state"));
+    }
+    let operator = match q.operator.as_deref() {
+        None => None,
+        Some(k) => Some(Key::from_hex(k).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                format!("operator {k:?} is not 64 hex characters"),
+            )
+            .param("operator")
+        })?),
+    };
     let verifier = st.verifier.clone();
     blocking(move || {
-        let snap = verifier.ledger().snapshot()?;
-        let mut records: Vec<_> = snap.disputes.values().collect();
+        let ledger = verifier.ledger();
+        let (mut records, total) = if q.state.as_deref() == Some("open") {
+            let open = ledger.open_disputes()?;
+            let n = open.len();
+            (open, n)
+        } else {
+            let snap = ledger.snapshot()?;
+            let n = snap.disputes.len();
+            (snap.disputes.into_values().collect::<Vec<_>>(), n)
+        };
         records.sort_by_key(|r| std::cmp::Reverse(r.opened_seq));
         let mut out = vec![];
-        for r in records.into_iter().take(limit) {
-            if let Some(status) = verifier.result_dispute_status(&r.id)? {
-                out.push(status);
+        for r in records {
+            if out.len() == limit {
+                break;
             }
+            if q.state.as_deref() == Some("decided") && r.closed.is_none() {
+                continue;
+            }
+            let Some(status) = verifier.result_dispute_status(&r.id)? else {
+                continue;
+            };
+            if q.kind.as_ref().is_some_and(|k| *k != status.kind)
+                || operator.is_some_and(|o| status.operator != Some(o))
+            {
+                continue;
+            }
+            out.push(status);
         }
-        Ok(Json(json!({"disputes": out, "total": snap.disputes.len()})))
+        Ok(Json(json!({"disputes": out, "total": total})))
     })
     .await
 }
 
-/// `GET /v1/disputes/{id}`: a wrong-result dispute the ledger holds, open or decided.
-async fn get_dispute(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<DisputeStatus>, ApiError> {
+/// A dispute id in a path: 64 lowercase hex, or 400.
+fn dispute_id_param(id: &str) -> Result<(), ApiError> {
     if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -706,6 +770,15 @@ async fn get_dispute(
         )
         .param("id"));
     }
+    Ok(())
+}
+
+/// `GET /v1/disputes/{id}`: a dispute the ledger holds, open or decided.
+async fn get_dispute(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DisputeStatus>, ApiError> {
+    dispute_id_param(&id)?;
     let verifier = st.verifier.clone();
     blocking(move || {
         let status = verifier.result_dispute_status(&id)?;
@@ -807,6 +880,55 @@ async fn post_token(
     let challenge = crate::token::TokenChallenge { base, claim };
     let now = (st.clock)();
     Ok(Json(st.verifier.dispute_token(challenge, now).await?))
+}
+
+/// Body of `POST /v1/disputes/withholding` (see [`crate::withholding`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithholdingDisputeBody {
+    /// Receives the bounty; its deposited balance holds the bond.
+    pub challenger: Key,
+    /// Locked until the verdict; returned when the evidence is published.
+    pub bond: Bond,
+    /// The challenger's signature over [`crate::withholding::withholding_dispute_id`].
+    pub signature: Sig,
+    /// The receipt whose evidence is withheld (SPEC.md §4.1).
+    pub receipt: ReceiptJson,
+    /// What must be published: `{"output": bool, "positions": [t, ...]}`.
+    pub demand: crate::withholding::Demand,
+}
+
+async fn post_withholding(
+    State(st): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DisputeStatus>, ApiError> {
+    let d: WithholdingDisputeBody = json_body(body)?;
+    let receipt = d.receipt.verify().map_err(|source| DisputeError::Receipt {
+        which: "receipt",
+        source,
+    })?;
+    let challenge = crate::withholding::WithholdingChallenge {
+        challenger: d.challenger,
+        bond: d.bond,
+        signature: d.signature,
+        receipt,
+        demand: d.demand,
+    };
+    let now = (st.clock)();
+    Ok(Json(st.verifier.dispute_withholding(challenge, now).await?))
+}
+
+async fn post_answer(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DisputeStatus>, ApiError> {
+    dispute_id_param(&id)?;
+    let answer: crate::withholding::Answer = json_body_up_to(body, MAX_DISPUTE_BODY_BYTES)?;
+    let now = (st.clock)();
+    Ok(Json(
+        st.verifier.answer_withholding(&id, answer, now).await?,
+    ))
 }
 
 /// The challenge a result-dispute body describes (the receipt and spec parsed, the input

@@ -201,6 +201,8 @@ pub struct Verifier {
     pub(crate) judgments: Mutex<HashMap<String, crate::reexec::Judgment>>,
     /// The verifier's clock for verdicts reached later than the request that asked.
     clock: crate::api::Clock,
+    /// How long an operator has to answer a withholding dispute.
+    withholding_deadline_ms: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -232,7 +234,20 @@ impl Verifier {
             reexec: tokio::sync::Semaphore::new(crate::reexec::MAX_CONCURRENT_REEXECUTIONS),
             judgments: Mutex::new(HashMap::new()),
             clock: Arc::new(crate::api::system_now_ms),
+            withholding_deadline_ms: crate::withholding::DEFAULT_DEADLINE_MS,
         }
+    }
+
+    /// How long an operator has to answer a withholding dispute (at least 1 ms; default
+    /// [`crate::withholding::DEFAULT_DEADLINE_MS`]).
+    pub fn with_withholding_deadline_ms(mut self, ms: u64) -> Self {
+        self.withholding_deadline_ms = ms.max(1);
+        self
+    }
+
+    /// How long an operator has to answer a withholding dispute.
+    pub fn withholding_deadline_ms(&self) -> u64 {
+        self.withholding_deadline_ms
     }
 
     /// Replaces the clock (tests); the default is the system clock.

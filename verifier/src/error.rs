@@ -255,6 +255,20 @@ pub enum DisputeError {
         /// What stopped the judgment.
         why: String,
     },
+    /// A withholding challenge's demand cannot be met by any operator (SPEC.md §11.5).
+    #[error("bad demand: {0}")]
+    BadDemand(String),
+    /// An answer to a withholding dispute that does not publish what was demanded.
+    #[error("the answer does not publish the demanded evidence: {0}")]
+    BadAnswer(String),
+    /// An answer to a withholding dispute after its deadline.
+    #[error("the deadline to answer passed at {deadline_ms} ms (now {now_ms} ms): the operator is slashed for withholding")]
+    DeadlinePassed {
+        /// The dispute's deadline.
+        deadline_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
     /// Other verifiers kept taking the admin nonce; try again.
     #[error("the ledger is busy (admin nonce raced {0} times); retry the dispute")]
     Busy(u32),

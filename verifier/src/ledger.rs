@@ -355,8 +355,9 @@ pub struct DisputeRecord {
 /// Largest evidence `open_dispute` stores: a challenge as the API accepts it (its body
 /// limit, [`crate::api::MAX_DISPUTE_BODY_BYTES`], room for a node's largest input).
 pub const MAX_EVIDENCE_BYTES: usize = crate::api::MAX_DISPUTE_BODY_BYTES;
-/// Largest report `close_dispute` stores.
-pub const MAX_REPORT_BYTES: usize = 64 << 10;
+/// Largest report `close_dispute` stores: room for an answered withholding dispute's
+/// published evidence (an output of up to 16 MiB in base64, [`crate::withholding`]).
+pub const MAX_REPORT_BYTES: usize = crate::api::MAX_DISPUTE_BODY_BYTES;
 
 /// An applied request: its outcome and the event that records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

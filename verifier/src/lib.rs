@@ -15,7 +15,9 @@
 //! - [`disputes`]: tier 0, equivocation, judged on signatures alone; [`reexec`]: tier 1,
 //!   a wrong result, judged by re-running the job twice on a `vouch_exec::Executor`
 //!   (Docker) and comparing; [`token`]: tier 2, one token of a traced inference, judged
-//!   from the signed trace and at most one `step` run of the model image. All end in
+//!   from the signed trace and at most one `step` run of the model image; [`withholding`]:
+//!   an operator that does not publish a receipt's output or trace leaves by a deadline
+//!   is slashed. All end in
 //!   admin requests the [`Verifier`] signs. A wrong-result or token dispute is opened in
 //!   the ledger (bond locked, evidence stored) before anything runs, judged in its own
 //!   task, and resumed after a restart.
@@ -69,8 +71,11 @@ pub mod security;
 pub mod server;
 pub mod token;
 pub mod watch;
+pub mod withholding;
 
-pub use api::{router, ApiError, ApiState, ResultDisputeBody, TokenDisputeBody};
+pub use api::{
+    router, ApiError, ApiState, ResultDisputeBody, TokenDisputeBody, WithholdingDisputeBody,
+};
 pub use disputes::{
     equivocation_offence, DisputeConfig, Offence, Verdict, VerdictOutcome, Verifier,
 };
@@ -87,3 +92,6 @@ pub use reexec::{
 };
 pub use requests::{signing_root, Key, RequestBody, Ruling, Sig, SignedRequest};
 pub use token::{token_dispute_id, TokenChallenge, TokenClaim};
+pub use withholding::{
+    withholding_dispute_id, Answer, Demand, WithholdingChallenge, WithholdingView,
+};

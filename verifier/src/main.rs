@@ -199,6 +199,11 @@ struct RunArgs {
     /// Served in the registry, which nodes use to admit jobs.
     #[arg(long, default_value = "0.1", value_parser = vouch_verifier::security::parse_ppm)]
     gamma: u32,
+    /// How long an operator has to publish the evidence a withholding dispute demands
+    /// (`POST /v1/disputes/withholding`, SPEC.md §11.5) before it is slashed.
+    #[arg(long, default_value_t = vouch_verifier::withholding::DEFAULT_DEADLINE_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    withholding_deadline_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +286,37 @@ enum DisputeCommand {
         /// Bond in base units (at most the challenger's deposited balance).
         #[arg(long)]
         bond_amount: u128,
+    },
+    /// An operator that does not serve the evidence behind a receipt (SPEC.md §11.5): the
+    /// verifier demands it publicly; published by the deadline, the dispute is void and
+    /// the evidence is in its verdict; not published, the operator is slashed. The bond is
+    /// returned either way. Prints the open dispute (with its deadline); with --wait, the
+    /// verdict.
+    Withholding {
+        /// The verifier, e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        url: String,
+        /// The challenger's PKCS#8 PEM key (signs, receives the bounty, holds the bond).
+        #[arg(long)]
+        challenger_key: PathBuf,
+        /// A receipt JSON, or a job JSON with a `receipt` field.
+        #[arg(long)]
+        receipt: PathBuf,
+        /// Demand the output bytes.
+        #[arg(long)]
+        output: bool,
+        /// Demand these trace leaves with their openings (comma-separated positions).
+        #[arg(long, value_delimiter = ',')]
+        positions: Vec<u32>,
+        /// Asset of the bond.
+        #[arg(long)]
+        bond_asset: String,
+        /// Bond in base units (at most the challenger's deposited balance).
+        #[arg(long)]
+        bond_amount: u128,
+        /// Wait for the verdict (the answer, or the deadline) and print it.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -506,7 +542,91 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             Some(position),
         ),
+        Command::Dispute {
+            command:
+                DisputeCommand::Withholding {
+                    url,
+                    challenger_key,
+                    receipt,
+                    output,
+                    positions,
+                    bond_asset,
+                    bond_amount,
+                    wait,
+                },
+        } => dispute_withholding(
+            &url,
+            &challenger_key,
+            &receipt,
+            output,
+            positions,
+            vouch_verifier::Bond {
+                asset: bond_asset,
+                amount: bond_amount,
+            },
+            wait,
+        ),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispute_withholding(
+    url: &str,
+    challenger_key: &Path,
+    receipt: &Path,
+    output: bool,
+    mut positions: Vec<u32>,
+    bond: vouch_verifier::Bond,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let challenger = cli::keys::load(challenger_key)?;
+    let signed = read_receipt(receipt)?
+        .verify()
+        .context("the receipt does not verify")?;
+    positions.sort_unstable();
+    positions.dedup();
+    let demand = vouch_verifier::Demand { output, positions };
+    let challenge = vouch_verifier::WithholdingChallenge::sign(
+        &signed.receipt.network_id,
+        &challenger,
+        bond,
+        signed.clone(),
+        demand,
+    )?;
+    let id = hex::encode(challenge.id(&signed.receipt.network_id)?);
+    let body = vouch_verifier::WithholdingDisputeBody {
+        challenger: challenge.challenger,
+        bond: challenge.bond,
+        signature: challenge.signature,
+        receipt: signed.to_json(),
+        demand: challenge.demand,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let (status, answer) = rt.block_on(cli::client::post_json(
+        url,
+        "/v1/disputes/withholding",
+        &serde_json::to_value(&body)?,
+    ))?;
+    if !(200..300).contains(&status) || !wait {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "the verifier answered {status}"
+        );
+        return Ok(());
+    }
+    let deadline_ms = answer
+        .pointer("/withholding/deadline_ms")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    eprintln!("dispute {id} is open; the operator must answer by {deadline_ms} ms");
+    let left = deadline_ms.saturating_sub(vouch_verifier::api::system_now_ms());
+    let until = std::time::Instant::now()
+        + std::time::Duration::from_millis(left)
+        + std::time::Duration::from_secs(60);
+    let verdict = rt.block_on(poll_dispute(url, &id, until))?;
+    println!("{}", serde_json::to_string_pretty(&verdict)?);
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -693,7 +813,8 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
         network,
         DisputeConfig::default(),
     )
-    .with_executor(executor.clone());
+    .with_executor(executor.clone())
+    .with_withholding_deadline_ms(args.withholding_deadline_ms);
     let verifier = Arc::new(verifier);
     tokio::runtime::Runtime::new()?.block_on(async move {
         use vouch_exec::Executor as _;

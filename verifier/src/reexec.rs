@@ -202,7 +202,7 @@ pub enum RunReport {
 }
 
 impl RunReport {
-    fn of_receipt(r: &SignedReceipt) -> Self {
+    pub(crate) fn of_receipt(r: &SignedReceipt) -> Self {
         RunReport::Exited {
             output_digest: r.receipt.output_digest,
             output_len: r.receipt.output_len,
@@ -276,6 +276,10 @@ pub struct ResultVerdict {
     /// settled it, 1 when it ran the model's `step` once). `runs` is empty for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_recomputed: Option<u32>,
+    /// A withholding dispute (`kind` `"withholding"`, [`crate::withholding`]): the demand,
+    /// its deadline and, once answered, the published evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withholding: Option<crate::withholding::WithholdingView>,
     /// The `close_dispute` event that recorded the verdict: the slash with the bond's
     /// release, the burn, or the release alone. `None` only in the report the ledger
     /// stores with that event.
@@ -358,6 +362,15 @@ pub struct DisputeStatus {
     pub dispute: String,
     /// `open` (the bond is locked, the verdict still to come) or `decided`.
     pub state: String,
+    /// `wrong_result`, `token` or `withholding`.
+    #[serde(default)]
+    pub kind: String,
+    /// The operator whose receipt is disputed (absent only for unreadable evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Key>,
+    /// A withholding dispute: what is demanded, by when, and the answer once published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withholding: Option<crate::withholding::WithholdingView>,
     /// Whose bond.
     pub challenger: Key,
     /// The bond as opened.
@@ -477,9 +490,20 @@ impl Verifier {
             None => None,
             Some(_) => Some(self.stored_verdict(&record)?),
         };
+        let (kind, operator, withholding) = match &verdict {
+            Some(v) => (
+                v.kind.clone(),
+                Some(v.operator).filter(|k| k.0 != [0; 32]),
+                v.withholding.clone(),
+            ),
+            None => self.open_dispute_about(&record)?,
+        };
         Ok(Some(DisputeStatus {
             dispute: record.id,
             state: if verdict.is_some() { "decided" } else { "open" }.into(),
+            kind,
+            operator,
+            withholding,
             challenger: record.challenger,
             bond: Bond {
                 asset: record.asset,
@@ -492,16 +516,71 @@ impl Verifier {
         }))
     }
 
-    /// Starts judging every open dispute that no task of this process is judging yet (at
-    /// start, after a crash; then every [`RESUME_INTERVAL`]). Returns how many are open.
-    pub async fn resume_open_disputes(self: &Arc<Self>) -> Result<usize, DisputeError> {
-        if self.executor.is_none() {
-            return Ok(0);
+    /// Kind, operator and withholding view of an open dispute, from its evidence
+    /// (blocking).
+    fn open_dispute_about(
+        &self,
+        record: &DisputeRecord,
+    ) -> Result<
+        (
+            String,
+            Option<Key>,
+            Option<crate::withholding::WithholdingView>,
+        ),
+        DisputeError,
+    > {
+        if let Some(w) = self.withholding_view(record)? {
+            let operator = w.receipt.verify().ok().map(|r| Key(r.receipt.operator.0));
+            return Ok((crate::withholding::KIND.into(), operator, Some(w)));
         }
+        let evidence = self
+            .ledger()
+            .dispute_evidence(&record.id)?
+            .unwrap_or_default();
+        Ok(match ResultChallenge::from_evidence(&evidence) {
+            Ok((c, token)) => (
+                if token.is_some() {
+                    "token"
+                } else {
+                    "wrong_result"
+                }
+                .into(),
+                Some(Key(c.receipt.receipt.operator.0)),
+                None,
+            ),
+            Err(_) => (
+                crate::withholding::evidence_kind(&evidence).unwrap_or_default(),
+                None,
+                None,
+            ),
+        })
+    }
+
+    /// Starts judging every open dispute that no task of this process is judging yet (at
+    /// start, after a crash; then every [`RESUME_INTERVAL`]): re-executions and token steps
+    /// when this verifier has an executor, withholding deadlines always. Returns how many
+    /// it started or found running.
+    pub async fn resume_open_disputes(self: &Arc<Self>) -> Result<usize, DisputeError> {
         let this = self.clone();
-        let open = blocking(move || Ok(this.ledger().open_disputes()?)).await?;
-        for d in &open {
-            self.judge_in_background(&d.id);
+        let open = blocking(move || {
+            let ledger = this.ledger();
+            let mut out = vec![];
+            for d in ledger.open_disputes()? {
+                let runs = this.executor.is_some()
+                    || ledger
+                        .dispute_evidence(&d.id)?
+                        .and_then(|e| crate::withholding::evidence_kind(&e))
+                        .as_deref()
+                        == Some(crate::withholding::KIND);
+                if runs {
+                    out.push(d.id);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        for id in &open {
+            self.judge_in_background(id);
         }
         Ok(open.len())
     }
@@ -514,7 +593,7 @@ impl Verifier {
                 record.id
             )));
         };
-        let mut verdict = match closed
+        let verdict = match closed
             .report
             .as_deref()
             .map(serde_json::from_str::<ResultVerdict>)
@@ -526,6 +605,9 @@ impl Verifier {
                     .ledger()
                     .dispute_evidence(&record.id)?
                     .unwrap_or_default();
+                if let Some(v) = self.withholding_fallback_report(record, &evidence) {
+                    return self.with_outcome(v, record);
+                }
                 let (c, token) = ResultChallenge::from_evidence(&evidence).map_err(|why| {
                     DisputeError::Internal(format!("dispute {}: evidence: {why}", record.id))
                 })?;
@@ -537,6 +619,21 @@ impl Verifier {
                 v.reason = "decided without a report from this verifier".into();
                 v
             }
+        };
+        self.with_outcome(verdict, record)
+    }
+
+    /// `verdict` with the ledger's outcome and event for `record` (decided). Blocking.
+    fn with_outcome(
+        &self,
+        mut verdict: ResultVerdict,
+        record: &DisputeRecord,
+    ) -> Result<ResultVerdict, DisputeError> {
+        let Some(closed) = &record.closed else {
+            return Err(DisputeError::Internal(format!(
+                "dispute {} is not decided",
+                record.id
+            )));
         };
         verdict.outcome = match closed.verdict {
             DisputeVerdict::Slashed => ResultOutcome::Slashed,
@@ -667,7 +764,7 @@ impl Verifier {
     /// The judgment of `id` running in this process, started if there is none: one per
     /// dispute, whoever asks. It runs in its own task, so a challenger that hangs up does
     /// not stop it.
-    fn judge_in_background(self: &Arc<Self>, id: &str) -> Judgment {
+    pub(crate) fn judge_in_background(self: &Arc<Self>, id: &str) -> Judgment {
         let mut running = self
             .judgments
             .lock()
@@ -699,7 +796,6 @@ impl Verifier {
 
     /// Judges the open dispute `id` from its stored evidence and records the verdict.
     async fn judge(self: &Arc<Self>, id: &str) -> Result<(), DisputeError> {
-        let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
         let (this, key) = (self.clone(), id.to_owned());
         let (record, evidence) = blocking(move || {
             let ledger = this.ledger();
@@ -710,8 +806,18 @@ impl Verifier {
         if record.closed.is_some() {
             return Ok(());
         }
-        let (challenge, token) = match ResultChallenge::from_evidence(&evidence.unwrap_or_default())
-        {
+        let evidence = evidence.unwrap_or_default();
+        match crate::withholding::stored(&evidence) {
+            Ok(Some(w)) => return self.judge_withholding(id, w).await,
+            Ok(None) => {}
+            Err(why) => {
+                return self
+                    .close_blocking(id, Ruling::Void, unreadable_report(&record, &why))
+                    .await
+            }
+        }
+        let executor = self.executor.clone().ok_or(DisputeError::NoExecutor)?;
+        let (challenge, token) = match ResultChallenge::from_evidence(&evidence) {
             Ok(c) => c,
             // Only an admin client other than this verifier can store such evidence; the
             // bond goes back, as for any dispute without a verdict.
@@ -787,7 +893,7 @@ impl Verifier {
 
     /// Records the verdict: one `close_dispute`. A slash that another dispute got in first
     /// becomes `already_slashed`. Blocking.
-    fn close(
+    pub(crate) fn close(
         &self,
         id: &str,
         ruling: Ruling,
@@ -842,27 +948,38 @@ impl Verifier {
     }
 }
 
+impl ResultVerdict {
+    /// A `wrong_result` report of dispute `id` about `receipt`, to be completed by the
+    /// ruling.
+    pub(crate) fn about(receipt: &SignedReceipt, id: &str) -> Self {
+        ResultVerdict {
+            kind: "wrong_result".into(),
+            outcome: ResultOutcome::Void,
+            reason: String::new(),
+            offence: hex::encode(wrong_result_offence(receipt)),
+            dispute: id.to_owned(),
+            operator: Key(receipt.receipt.operator.0),
+            job_id: receipt.receipt.job_id,
+            receipt: RunReport::of_receipt(receipt),
+            runs: vec![],
+            bond_forfeited: false,
+            position: None,
+            tokens_recomputed: None,
+            withholding: None,
+            event: None,
+        }
+    }
+}
+
 /// A verdict report for `challenge` with `runs`, to be completed by the ruling.
 pub(crate) fn report_of(
     challenge: &ResultChallenge,
     id: &str,
     runs: Vec<RunReport>,
 ) -> ResultVerdict {
-    ResultVerdict {
-        kind: "wrong_result".into(),
-        outcome: ResultOutcome::Void,
-        reason: String::new(),
-        offence: hex::encode(wrong_result_offence(&challenge.receipt)),
-        dispute: id.to_owned(),
-        operator: Key(challenge.receipt.receipt.operator.0),
-        job_id: challenge.receipt.receipt.job_id,
-        receipt: RunReport::of_receipt(&challenge.receipt),
-        runs,
-        bond_forfeited: false,
-        position: None,
-        tokens_recomputed: None,
-        event: None,
-    }
+    let mut v = ResultVerdict::about(&challenge.receipt, id);
+    v.runs = runs;
+    v
 }
 
 /// The report of a dispute whose evidence cannot be read (so it names no job).
@@ -883,6 +1000,7 @@ fn unreadable_report(record: &DisputeRecord, why: &str) -> ResultVerdict {
         bond_forfeited: false,
         position: None,
         tokens_recomputed: None,
+        withholding: None,
         event: None,
     }
 }
