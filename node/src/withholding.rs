@@ -5,8 +5,8 @@
 //! published them by then is slashed as for a wrong result. So a node with a verifier
 //! (`--verifier-url`) asks it every `--withholding-poll-ms` for open withholding disputes
 //! against its own receipts (`GET /v1/disputes?state=open&kind=withholding&operator=…`)
-//! and answers each from its job database: the output bytes and every demanded leaf with
-//! its Merkle opening (`POST /v1/disputes/{id}/answer`). The verifier checks them against
+//! and answers each from its job database: the spec, the input, the output bytes and every
+//! demanded leaf with its Merkle opening (`POST /v1/disputes/{id}/answer`). The verifier checks them against
 //! the signed receipt and decides the dispute `void`, publishing the evidence.
 //!
 //! A node can only answer for receipts it holds (the same signing root in its job
@@ -104,9 +104,10 @@ async fn build_answer(node: &Arc<Node>, view: &Value) -> Result<Value, String> {
         .map_err(|e| format!("the dispute's receipt: {e}"))?;
     let job_id = receipt.receipt.job_id;
     let store = node.store.clone();
-    let (record, output, trace) = tokio::task::spawn_blocking(move || {
+    let (record, input, output, trace) = tokio::task::spawn_blocking(move || {
         Ok::<_, rusqlite::Error>((
             store.get(&job_id)?,
+            store.input(&job_id)?,
             store.output(&job_id)?,
             store.trace(&job_id)?,
         ))
@@ -114,14 +115,25 @@ async fn build_answer(node: &Arc<Node>, view: &Value) -> Result<Value, String> {
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    let ours = record.and_then(|r| r.receipt);
-    if ours.map(|r| r.receipt.signing_root()) != Some(receipt.receipt.signing_root()) {
+    let Some(record) = record.filter(|r| {
+        r.receipt.as_ref().map(|s| s.receipt.signing_root()) == Some(receipt.receipt.signing_root())
+    }) else {
         return Err(format!(
             "this node holds no receipt of job {job_id} with that signing root"
         ));
-    }
+    };
     let mut answer = json!({"leaves": []});
-    if view["demand"]["output"].as_bool() == Some(true) {
+    let demand = &view["demand"];
+    if demand["spec"].as_bool() == Some(true) {
+        answer["spec"] = serde_json::to_value(&record.spec).map_err(|e| e.to_string())?;
+    }
+    if demand["input"].as_bool() == Some(true) {
+        // An empty input is stored as nothing.
+        answer["input_base64"] = base64::engine::general_purpose::STANDARD
+            .encode(input.unwrap_or_default())
+            .into();
+    }
+    if demand["output"].as_bool() == Some(true) {
         let output = output.ok_or("the output is not in the job database")?;
         answer["output_base64"] = base64::engine::general_purpose::STANDARD
             .encode(output)
@@ -129,7 +141,7 @@ async fn build_answer(node: &Arc<Node>, view: &Value) -> Result<Value, String> {
     }
     let leaves = trace.unwrap_or_default();
     let mut opened = vec![];
-    for p in view["demand"]["positions"].as_array().into_iter().flatten() {
+    for p in demand["positions"].as_array().into_iter().flatten() {
         let i = p.as_u64().ok_or("a position is not a number")?;
         let index = usize::try_from(i).map_err(|e| e.to_string())?;
         let proof = vouch_proto::merkle_proof(&leaves, index)

@@ -693,6 +693,8 @@ async fn an_operator_that_withholds_evidence_is_slashed_and_an_honest_one_answer
                 .verify()
                 .unwrap();
         let demand = vouch_verifier::Demand {
+            spec: true,
+            input: true,
             output: true,
             positions: vec![0, 7, 15],
         };
@@ -750,6 +752,15 @@ async fn an_operator_that_withholds_evidence_is_slashed_and_an_honest_one_answer
         .unwrap();
     assert_eq!(published, output.as_bytes());
     assert_eq!(answer["leaves"].as_array().unwrap().len(), 3);
+    let spec: JobSpec = serde_json::from_value(answer["spec"].clone()).unwrap();
+    assert_eq!(spec.job_id().unwrap(), receipt.receipt.job_id);
+    let input = base64::engine::general_purpose::STANDARD
+        .decode(answer["input_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        vouch_proto::Digest::of(&input),
+        receipt.receipt.input_digest
+    );
     for leaf in answer["leaves"].as_array().unwrap() {
         let proof: Vec<String> = serde_json::from_value(leaf["proof"].clone()).unwrap();
         vouch_proto::verify_merkle_proof(

@@ -69,16 +69,27 @@ pub fn token_dispute_id(
 /// Domain tag of a withholding dispute id.
 pub const WITHHOLDING_DISPUTE_TAG: &[u8] = b"vouch/dispute/withholding/v1";
 
+/// What a withholding dispute demands be published (SPEC.md §11.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemandFlags {
+    /// The job spec (its job id is the receipt's).
+    pub spec: bool,
+    /// The input bytes (their SHA-256 is the receipt's `input_digest`).
+    pub input: bool,
+    /// The output bytes.
+    pub output: bool,
+}
+
 /// `SHA-256("vouch/dispute/withholding/v1" ‖ network id ‖ canonical JSON {"bond":
-/// {"amount", "asset"}, "challenger", "output", "positions", "receipt"})`: as
-/// [`result_dispute_id`], plus what the challenger demands the operator publish — `output`
-/// (a boolean: the output bytes) and `positions` (the trace leaves with their openings,
-/// integers in increasing order) — under its own tag (SPEC.md §11.5).
+/// {"amount", "asset"}, "challenger", "input", "output", "positions", "receipt",
+/// "spec"})`: as [`result_dispute_id`], plus what the challenger demands the operator
+/// publish — `spec`, `input`, `output` (booleans) and `positions` (the trace leaves with
+/// their openings, integers in increasing order) — under its own tag (SPEC.md §11.5).
 pub fn withholding_dispute_id(
     network: &NetworkId,
     challenger: &[u8; 32],
     receipt_root: &[u8; 32],
-    output: bool,
+    flags: DemandFlags,
     positions: &[u32],
     bond_asset: &str,
     bond_amount: u128,
@@ -86,9 +97,11 @@ pub fn withholding_dispute_id(
     let value = json!({
         "bond": {"amount": bond_amount.to_string(), "asset": bond_asset},
         "challenger": hex::encode(challenger),
-        "output": output,
+        "input": flags.input,
+        "output": flags.output,
         "positions": positions,
         "receipt": hex::encode(receipt_root),
+        "spec": flags.spec,
     });
     let canonical = to_canonical_bytes(&value)?;
     let mut h = Sha256::new();
@@ -169,7 +182,7 @@ mod tests {
         // SPEC.md §11.5 spelled out by hand.
         let net = NetworkId::from_name("vouch-devnet");
         let json = format!(
-            r#"{{"bond":{{"amount":"10","asset":"eth"}},"challenger":"{}","output":true,"positions":[3,9],"receipt":"{}"}}"#,
+            r#"{{"bond":{{"amount":"10","asset":"eth"}},"challenger":"{}","input":false,"output":true,"positions":[3,9],"receipt":"{}","spec":false}}"#,
             "01".repeat(32),
             "02".repeat(32)
         );
@@ -178,14 +191,21 @@ mod tests {
         h.update(net.0);
         h.update(json.as_bytes());
         let expected: [u8; 32] = h.finalize().into();
-        let id = |output, positions: &[u32]| {
-            withholding_dispute_id(&net, &[1; 32], &[2; 32], output, positions, "eth", 10).unwrap()
+        let flags = |spec, input, output| DemandFlags {
+            spec,
+            input,
+            output,
         };
-        assert_eq!(id(true, &[3, 9]), expected);
-        assert_ne!(id(false, &[3, 9]), expected);
-        assert_ne!(id(true, &[3]), expected);
+        let id = |f: DemandFlags, positions: &[u32]| {
+            withholding_dispute_id(&net, &[1; 32], &[2; 32], f, positions, "eth", 10).unwrap()
+        };
+        assert_eq!(id(flags(false, false, true), &[3, 9]), expected);
+        assert_ne!(id(flags(false, false, false), &[3, 9]), expected);
+        assert_ne!(id(flags(true, false, true), &[3, 9]), expected);
+        assert_ne!(id(flags(false, true, true), &[3, 9]), expected);
+        assert_ne!(id(flags(false, false, true), &[3]), expected);
         assert_ne!(
-            id(true, &[]),
+            id(flags(false, false, true), &[]),
             result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap()
         );
     }

@@ -44,7 +44,7 @@ pub use beacon::{
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
 pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
 pub use dispute::{
-    result_dispute_id, token_dispute_id, withholding_dispute_id, RESULT_DISPUTE_TAG,
+    result_dispute_id, token_dispute_id, withholding_dispute_id, DemandFlags, RESULT_DISPUTE_TAG,
     TOKEN_DISPUTE_TAG, WITHHOLDING_DISPUTE_TAG,
 };
 pub use error::ProtoError;

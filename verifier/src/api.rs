@@ -150,8 +150,10 @@ pub fn router(state: ApiState) -> Router {
     let reexec = Router::new()
         .route("/v1/disputes/result", post(post_result))
         .route("/v1/disputes/token", post(post_token))
-        .route("/v1/disputes/{id}/answer", post(post_answer))
         .layer(DefaultBodyLimit::max(MAX_DISPUTE_BODY_BYTES));
+    let answers = Router::new()
+        .route("/v1/disputes/{id}/answer", post(post_answer))
+        .layer(DefaultBodyLimit::max(crate::withholding::MAX_ANSWER_BYTES));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/requests", post(post_request))
@@ -175,6 +177,7 @@ pub fn router(state: ApiState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .merge(reexec)
+        .merge(answers)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
@@ -894,7 +897,7 @@ pub struct WithholdingDisputeBody {
     pub signature: Sig,
     /// The receipt whose evidence is withheld (SPEC.md §4.1).
     pub receipt: ReceiptJson,
-    /// What must be published: `{"output": bool, "positions": [t, ...]}`.
+    /// What must be published: `{"spec", "input", "output": bool, "positions": [t, ...]}`.
     pub demand: crate::withholding::Demand,
 }
 
@@ -924,7 +927,8 @@ async fn post_answer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DisputeStatus>, ApiError> {
     dispute_id_param(&id)?;
-    let answer: crate::withholding::Answer = json_body_up_to(body, MAX_DISPUTE_BODY_BYTES)?;
+    let answer: crate::withholding::Answer =
+        json_body_up_to(body, crate::withholding::MAX_ANSWER_BYTES)?;
     let now = (st.clock)();
     Ok(Json(
         st.verifier.answer_withholding(&id, answer, now).await?,

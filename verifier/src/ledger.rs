@@ -356,8 +356,8 @@ pub struct DisputeRecord {
 /// limit, [`crate::api::MAX_DISPUTE_BODY_BYTES`], room for a node's largest input).
 pub const MAX_EVIDENCE_BYTES: usize = crate::api::MAX_DISPUTE_BODY_BYTES;
 /// Largest report `close_dispute` stores: room for an answered withholding dispute's
-/// published evidence (an output of up to 16 MiB in base64, [`crate::withholding`]).
-pub const MAX_REPORT_BYTES: usize = crate::api::MAX_DISPUTE_BODY_BYTES;
+/// published evidence (an answer body, [`crate::withholding::MAX_ANSWER_BYTES`]).
+pub const MAX_REPORT_BYTES: usize = crate::withholding::MAX_ANSWER_BYTES + (64 << 10);
 
 /// An applied request: its outcome and the event that records it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -302,6 +302,12 @@ enum DisputeCommand {
         /// A receipt JSON, or a job JSON with a `receipt` field.
         #[arg(long)]
         receipt: PathBuf,
+        /// Demand the job spec (what a re-execution needs).
+        #[arg(long)]
+        spec: bool,
+        /// Demand the input bytes.
+        #[arg(long)]
+        input: bool,
         /// Demand the output bytes.
         #[arg(long)]
         output: bool,
@@ -548,6 +554,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     url,
                     challenger_key,
                     receipt,
+                    spec,
+                    input,
                     output,
                     positions,
                     bond_asset,
@@ -558,7 +566,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &url,
             &challenger_key,
             &receipt,
-            output,
+            (spec, input, output),
             positions,
             vouch_verifier::Bond {
                 asset: bond_asset,
@@ -574,7 +582,7 @@ fn dispute_withholding(
     url: &str,
     challenger_key: &Path,
     receipt: &Path,
-    output: bool,
+    (spec, input, output): (bool, bool, bool),
     mut positions: Vec<u32>,
     bond: vouch_verifier::Bond,
     wait: bool,
@@ -585,7 +593,12 @@ fn dispute_withholding(
         .context("the receipt does not verify")?;
     positions.sort_unstable();
     positions.dedup();
-    let demand = vouch_verifier::Demand { output, positions };
+    let demand = vouch_verifier::Demand {
+        spec,
+        input,
+        output,
+        positions,
+    };
     let challenge = vouch_verifier::WithholdingChallenge::sign(
         &signed.receipt.network_id,
         &challenger,

@@ -51,8 +51,11 @@ use crate::requests::{Key, RequestBody, Ruling, Sig};
 pub const DEFAULT_DEADLINE_MS: u64 = 60_000;
 /// Most trace positions one dispute may demand.
 pub const MAX_POSITIONS: usize = 64;
-/// Largest output a dispute may demand (its base64 fits the answer's body limit).
+/// Largest output a dispute may demand. With an input (at most what a node accepts, 16
+/// MiB) and a spec, its base64 fits [`MAX_ANSWER_BYTES`].
 pub const MAX_WITHHELD_OUTPUT: u64 = 16 << 20;
+/// Largest answer body (`POST /v1/disputes/{id}/answer`).
+pub const MAX_ANSWER_BYTES: usize = 48 << 20;
 /// `kind` of a withholding dispute's evidence and verdict.
 pub const KIND: &str = "withholding";
 
@@ -60,6 +63,12 @@ pub const KIND: &str = "withholding";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Demand {
+    /// The job spec (its job id is the receipt's): what a re-execution needs.
+    #[serde(default)]
+    pub spec: bool,
+    /// The input bytes (their SHA-256 is the receipt's `input_digest`).
+    #[serde(default)]
+    pub input: bool,
     /// The output bytes (their SHA-256 and length are the receipt's).
     #[serde(default)]
     pub output: bool,
@@ -84,6 +93,12 @@ pub struct Opening {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
+    /// The job spec (SPEC.md §2), when demanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+    /// The input, base64, when demanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_base64: Option<String>,
     /// The output, base64, when demanded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_base64: Option<String>,
@@ -136,7 +151,11 @@ pub fn withholding_dispute_id(
         network,
         &challenger.0,
         receipt_root,
-        demand.output,
+        vouch_proto::DemandFlags {
+            spec: demand.spec,
+            input: demand.input,
+            output: demand.output,
+        },
         &demand.positions,
         &bond.asset,
         bond.amount,
@@ -242,8 +261,11 @@ pub(crate) fn stored(evidence: &[u8]) -> Result<Option<Stored>, String> {
 fn check_demand(receipt: &SignedReceipt, d: &Demand) -> Result<(), DisputeError> {
     let r = &receipt.receipt;
     let bad = |why: String| Err(DisputeError::BadDemand(why));
-    if !d.output && d.positions.is_empty() {
-        return bad("the demand is empty: ask for the output, trace positions, or both".into());
+    if !d.spec && !d.input && !d.output && d.positions.is_empty() {
+        return bad(
+            "the demand is empty: ask for the spec, the input, the output or trace positions"
+                .into(),
+        );
     }
     if d.positions.len() > MAX_POSITIONS {
         return bad(format!(
@@ -274,6 +296,42 @@ fn check_demand(receipt: &SignedReceipt, d: &Demand) -> Result<(), DisputeError>
 /// Checks an answer against the demand and the signed receipt; `Err` says what is wrong.
 fn check_answer(stored: &Stored, answer: &Answer) -> Result<(), String> {
     let r = &stored.receipt.receipt;
+    match (&answer.spec, stored.demand.spec) {
+        (None, true) => return Err("the spec was demanded and is missing".into()),
+        (Some(_), false) => return Err("the spec was not demanded".into()),
+        (Some(spec), true) => {
+            let bytes = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
+            let spec = vouch_proto::JobSpec::from_json(&bytes)
+                .map_err(|e| format!("the spec is not a valid job spec (SPEC.md §2): {e}"))?;
+            let id = spec
+                .job_id()
+                .map_err(|e| format!("the spec has no job id: {e}"))?;
+            if id != r.job_id {
+                return Err(format!(
+                    "the spec's job id is {id}, the receipt's {}",
+                    r.job_id
+                ));
+            }
+        }
+        (None, false) => {}
+    }
+    match (&answer.input_base64, stored.demand.input) {
+        (None, true) => return Err("the input was demanded and is missing".into()),
+        (Some(_), false) => return Err("the input was not demanded".into()),
+        (Some(b64), true) => {
+            let input = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| format!("input_base64 is not base64: {e}"))?;
+            if Digest::of(&input) != r.input_digest {
+                return Err(format!(
+                    "the input's SHA-256 is {}, the receipt's input_digest {}",
+                    Digest::of(&input),
+                    r.input_digest
+                ));
+            }
+        }
+        (None, false) => {}
+    }
     match (&answer.output_base64, stored.demand.output) {
         (None, true) => return Err("the output was demanded and is missing".into()),
         (Some(_), false) => return Err("the output was not demanded".into()),
@@ -577,11 +635,19 @@ impl Verifier {
 
 /// The demand in words.
 fn describe(d: &Demand) -> String {
-    match (d.output, d.positions.len()) {
-        (true, 0) => "the output".into(),
-        (false, n) => format!("{n} trace leaves with openings"),
-        (true, n) => format!("the output and {n} trace leaves with openings"),
+    let mut parts: Vec<String> = [
+        (d.spec, "the spec"),
+        (d.input, "the input"),
+        (d.output, "the output"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, what)| (*what).to_owned())
+    .collect();
+    if !d.positions.is_empty() {
+        parts.push(format!("{} trace leaves with openings", d.positions.len()));
     }
+    parts.join(", ")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -636,6 +702,7 @@ mod tests {
         let demand = |output, positions: &[u32]| Demand {
             output,
             positions: positions.to_vec(),
+            ..Demand::default()
         };
         assert!(check_demand(&r, &demand(true, &[0, 4])).is_ok());
         for bad in [
@@ -658,6 +725,7 @@ mod tests {
         let good = Answer {
             output_base64: b64(b"hello"),
             leaves: vec![opening(&trace, 3), opening(&trace, 1)],
+            ..Answer::default()
         };
         assert_eq!(check_answer(&s, &good), Ok(()));
         let mut wrong_output = good.clone();

@@ -22,7 +22,10 @@ use ed25519_dalek::Signer as _;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
-use vouch_proto::{merkle_proof, merkle_root, Digest, JobId, OperatorKey, Receipt, SignedReceipt};
+use vouch_proto::{
+    merkle_proof, merkle_root, Amount, Determinism, Digest, JobSpec, Limits, OperatorKey, Receipt,
+    SignedReceipt,
+};
 use vouch_verifier::{
     router, withholding_dispute_id, ApiState, Bond, Demand, DisputeConfig, Key, LedgerConfig, Sig,
     SqliteLedger, Verifier,
@@ -82,16 +85,41 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<&Value>) -> (S
     (status, value)
 }
 
-/// A receipt by the standard operator over `output` and an 8-leaf trace, issued at `at`.
+const INPUT: &[u8] = b"{\"messages\":[]}";
+
+/// The job's spec.
+fn spec() -> JobSpec {
+    JobSpec {
+        image: Digest([2; 32]),
+        command: vec![],
+        env: vec![],
+        input_digest: Digest::of(INPUT),
+        limits: Limits {
+            cpu_millis: 1000,
+            memory_bytes: 64 << 20,
+            output_bytes: 1 << 20,
+            pids: 64,
+            timeout_ms: 10_000,
+            tmpfs_bytes: 1 << 20,
+        },
+        determinism: Determinism::Deterministic,
+        value_at_risk: Amount(0),
+        replicas: 1,
+        nonce: "withholding".into(),
+    }
+}
+
+/// A receipt by the standard operator of [`spec`]'s job over `output` and an 8-leaf
+/// trace, issued at `at`.
 fn receipt(output: &[u8], trace: &[Vec<u8>], at: u64) -> SignedReceipt {
     let op = operator();
     let receipt = Receipt {
         network_id: network(),
         operator: OperatorKey(op.verifying_key().to_bytes()),
         sequence: 7,
-        job_id: JobId([0x33; 32]),
+        job_id: spec().job_id().expect("job id"),
         image: Digest([2; 32]),
-        input_digest: Digest([3; 32]),
+        input_digest: Digest::of(INPUT),
         output_digest: Digest::of(output),
         output_len: output.len() as u64,
         exit_code: 0,
@@ -183,6 +211,7 @@ async fn an_answer_before_the_deadline_publishes_the_evidence_and_returns_the_bo
     let demand = Demand {
         output: true,
         positions: vec![2, 5],
+        ..Demand::default()
     };
     let (status, open) = call(
         &app,
@@ -331,10 +360,12 @@ async fn no_answer_by_the_deadline_slashes_the_operator_once() {
         Demand {
             output: true,
             positions: vec![],
+            ..Demand::default()
         },
         Demand {
             output: false,
             positions: vec![0, 7],
+            ..Demand::default()
         },
     ] {
         let (status, open) = call(
@@ -358,6 +389,7 @@ async fn no_answer_by_the_deadline_slashes_the_operator_once() {
             &Demand {
                 output: true,
                 positions: vec![],
+                ..Demand::default()
             },
         )),
     )
@@ -421,6 +453,7 @@ async fn demands_no_operator_could_meet_are_refused_and_lock_nothing() {
             Demand {
                 output: false,
                 positions: vec![8],
+                ..Demand::default()
             },
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_demand",
@@ -429,6 +462,7 @@ async fn demands_no_operator_could_meet_are_refused_and_lock_nothing() {
             Demand {
                 output: false,
                 positions: vec![3, 1],
+                ..Demand::default()
             },
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_demand",
@@ -437,6 +471,7 @@ async fn demands_no_operator_could_meet_are_refused_and_lock_nothing() {
             Demand {
                 output: false,
                 positions: (0..65).collect(),
+                ..Demand::default()
             },
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_demand",
@@ -459,6 +494,7 @@ async fn demands_no_operator_could_meet_are_refused_and_lock_nothing() {
         &Demand {
             output: true,
             positions: vec![],
+            ..Demand::default()
         },
     );
     body["demand"]["positions"] = json!([1]);
@@ -475,6 +511,7 @@ async fn demands_no_operator_could_meet_are_refused_and_lock_nothing() {
             &Demand {
                 output: true,
                 positions: vec![],
+                ..Demand::default()
             },
         )),
     )
@@ -505,6 +542,7 @@ fn an_open_withholding_dispute_is_enforced_by_a_restarted_verifier() {
                     &Demand {
                         output: false,
                         positions: vec![4],
+                        ..Demand::default()
                     },
                 )),
             )
@@ -525,4 +563,69 @@ fn an_open_withholding_dispute_is_enforced_by_a_restarted_verifier() {
         assert_eq!(d["verdict"]["outcome"], "slashed", "{d:#}");
         assert_eq!(stake(&v), STAKE / 2);
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_and_input_a_re_execution_needs_can_be_demanded_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(AtomicU64::new(START));
+    let (app, v) = app(dir.path(), &clock, true);
+    let r = receipt(OUTPUT, &trace(), START);
+    let demand = Demand {
+        spec: true,
+        input: true,
+        ..Demand::default()
+    };
+    let (status, open) = call(
+        &app,
+        "POST",
+        "/v1/disputes/withholding",
+        Some(&challenge(&r, &demand)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{open:#}");
+    let id = open["dispute"].as_str().expect("id").to_owned();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut other_spec = spec();
+    other_spec.nonce = "another job".into();
+    for (bad, why) in [
+        (
+            json!({"spec": spec(), "input_base64": b64(b"other input")}),
+            "input_digest",
+        ),
+        (
+            json!({"spec": other_spec, "input_base64": b64(INPUT)}),
+            "job id",
+        ),
+        (json!({"input_base64": b64(INPUT)}), "spec was demanded"),
+        (
+            json!({"spec": {"image": 1}, "input_base64": b64(INPUT)}),
+            "not a valid job spec",
+        ),
+    ] {
+        let (status, err) = call(
+            &app,
+            "POST",
+            &format!("/v1/disputes/{id}/answer"),
+            Some(&bad),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err:#}");
+        let message = err["error"]["message"].as_str().expect("message");
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    let (status, done) = call(
+        &app,
+        "POST",
+        &format!("/v1/disputes/{id}/answer"),
+        Some(&json!({"spec": spec(), "input_base64": b64(INPUT)})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done:#}");
+    assert_eq!(done["verdict"]["outcome"], "void");
+    // What a watcher takes from the published answer to re-run the job.
+    let published: JobSpec =
+        serde_json::from_value(done["withholding"]["answer"]["spec"].clone()).expect("spec");
+    assert_eq!(published.job_id().expect("id"), r.receipt.job_id);
+    assert_eq!(balance(&v), DEPOSIT);
 }
