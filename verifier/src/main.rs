@@ -103,6 +103,10 @@ struct WatchArgs {
     /// Turn mDNS discovery off.
     #[arg(long, env = "VOUCH_NO_MDNS")]
     no_mdns: bool,
+    /// Do not demand (withholding dispute, SPEC.md §11.5) the spec and input of a sampled
+    /// receipt that no peer serves; only count it as skipped.
+    #[arg(long)]
+    no_withholding_disputes: bool,
     /// The challenger's PKCS#8 PEM key: signs the disputes, receives the bounties, and
     /// holds the bonds in its deposited balance.
     #[arg(long)]
@@ -934,6 +938,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
     };
     config.concurrency = usize::from(args.concurrency);
     config.max_sampled = args.max_queue;
+    config.withholding_disputes = !args.no_withholding_disputes;
     config.deterrence = args
         .per_job_rate
         .then_some(vouch_verifier::watch::Deterrence {

@@ -52,6 +52,15 @@
 //! spec could not be had by then is checked (`p = 1`: its value at risk is unknown, and the
 //! check itself then records why it could not run).
 //!
+//! # Withheld evidence
+//!
+//! A sampled receipt whose spec or input no peer serves is not simply skipped: that is
+//! what an operator hiding a wrong result would do. The watcher opens a withholding
+//! dispute (SPEC.md §11.5) demanding both; if the operator publishes them by the
+//! verifier's deadline the receipt goes back into the queue and is checked from the
+//! published evidence, and if it does not, the verifier slashes it (`disputes` counts
+//! `withholding_slashed`). `--no-withholding-disputes` turns this off.
+//!
 //! A run that breaks a limit is not a mismatch (there is no result to compare, SPEC.md
 //! §5.3). A receipt is disputed at most once per process: nothing is persisted, and the
 //! verifier answers a challenge sent again with its stored verdict anyway.
@@ -171,6 +180,9 @@ pub struct WatchConfig {
     /// Sample each receipt at least at the rate its job's value at risk needs (module
     /// docs, "The rate per job"); `None`: every receipt at `sample_rate`.
     pub deterrence: Option<Deterrence>,
+    /// Demand the spec and input of a sampled receipt that no peer serves (module docs,
+    /// "Withheld evidence").
+    pub withholding_disputes: bool,
 }
 
 /// The parameters of the per-job rate `p·(1−r)·(R+S) ≥ λ·C`.
@@ -211,6 +223,7 @@ impl WatchConfig {
             max_sampled: DEFAULT_MAX_SAMPLED,
             registry_refresh: Duration::from_secs(5),
             deterrence: None,
+            withholding_disputes: true,
         }
     }
 
@@ -262,6 +275,9 @@ pub struct WatchDispute {
     pub detail: String,
     /// When the mismatch was found, ms since the Unix epoch.
     pub raised_at_ms: u64,
+    /// `wrong_result`, or `withholding` (the spec and input were demanded).
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// Counters and recent disputes (`GET /v1/watch`).
@@ -314,6 +330,8 @@ struct Heard {
     seen_ms: u64,
     /// The job's value at risk once its spec was fetched (`Some(None)`: it could not be).
     value_at_risk: Arc<std::sync::OnceLock<Option<u128>>>,
+    /// The spec and input the operator published in answer to a withholding dispute.
+    published: Option<Arc<(JobSpec, Vec<u8>)>>,
 }
 
 /// A running watcher.
@@ -337,6 +355,10 @@ pub struct Watcher {
     slash_per_offence: Mutex<std::collections::HashMap<OperatorKey, u128>>,
     /// Spec fetches for the per-job rate at once.
     pricing: Arc<Semaphore>,
+    /// Receipts whose evidence was demanded (once each).
+    demanded: Mutex<HashSet<[u8; 32]>>,
+    /// Back into the sampled queue, with published evidence.
+    requeue: mpsc::Sender<Heard>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -544,6 +566,8 @@ pub async fn start(
         dispute_slots: Arc::new(Semaphore::new(MAX_DISPUTES_IN_FLIGHT)),
         slash_per_offence: Mutex::new(doc.slash_per_offence()),
         pricing: Arc::new(Semaphore::new(MAX_PRICING_FETCHES)),
+        demanded: Mutex::new(HashSet::new()),
+        requeue: sampled_tx.clone(),
     });
     let mut tasks = vec![
         tokio::spawn(watcher.clone().inbound(delivered, stop.clone())),
@@ -664,6 +688,7 @@ impl Watcher {
                         via: d.via,
                         seen_ms,
                         value_at_risk,
+                        published: None,
                     });
                     true
                 } else {
@@ -932,17 +957,24 @@ impl Watcher {
     async fn check(self: &Arc<Self>, heard: Heard) {
         let r = heard.receipt.receipt.clone();
         let job_id = r.job_id;
-        let Some(spec_bytes) = self.fetch_blob(heard.via, job_id.0).await else {
-            return self.skipped(
-                skip::SPEC_UNAVAILABLE,
-                &job_id,
-                "no peer serves the job spec",
-            );
-        };
-        let spec = match JobSpec::from_json(&spec_bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.skipped(skip::SPEC_UNAVAILABLE, &job_id, &format!("not a spec: {e}"))
+        let (spec, published_input) = match &heard.published {
+            Some(p) => (p.0.clone(), Some(p.1.clone())),
+            None => {
+                let Some(spec_bytes) = self.fetch_blob(heard.via, job_id.0).await else {
+                    self.skipped(
+                        skip::SPEC_UNAVAILABLE,
+                        &job_id,
+                        "no peer serves the job spec",
+                    );
+                    return self.demand_evidence(heard).await;
+                };
+                match JobSpec::from_json(&spec_bytes) {
+                    Ok(s) => (s, None),
+                    Err(e) => {
+                        self.skipped(skip::SPEC_UNAVAILABLE, &job_id, &format!("not a spec: {e}"));
+                        return self.demand_evidence(heard).await;
+                    }
+                }
             }
         };
         if spec.job_id().ok() != Some(job_id)
@@ -958,17 +990,16 @@ impl Watcher {
         if spec.determinism != Determinism::Deterministic {
             return self.skipped(skip::NONDETERMINISTIC, &job_id, "declared nondeterministic");
         }
-        let input = if spec.input_digest == Digest::of(b"") {
+        let input = if let Some(input) = published_input {
+            input
+        } else if spec.input_digest == Digest::of(b"") {
             Vec::new()
         } else {
             match self.fetch_blob(heard.via, spec.input_digest.0).await {
                 Some(b) => b,
                 None => {
-                    return self.skipped(
-                        skip::INPUT_UNAVAILABLE,
-                        &job_id,
-                        "no peer serves the input",
-                    )
+                    self.skipped(skip::INPUT_UNAVAILABLE, &job_id, "no peer serves the input");
+                    return self.demand_evidence(heard).await;
                 }
             }
         };
@@ -1030,6 +1061,161 @@ impl Watcher {
         );
     }
 
+    /// No peer serves what checking `heard` needs: demands the spec and input with a
+    /// withholding dispute (SPEC.md §11.5, once per receipt, in its own task) and, once the
+    /// operator publishes them, queues the receipt again to be checked from them.
+    async fn demand_evidence(self: &Arc<Self>, heard: Heard) {
+        if !self.config.withholding_disputes
+            || !self
+                .demanded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(heard.root)
+        {
+            return;
+        }
+        // Bounded like the other disputes. The semaphore is never closed.
+        let Ok(slot) = self.dispute_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let this = self.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                this.withholding(heard).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn withholding(self: &Arc<Self>, mut heard: Heard) {
+        let c = &self.config;
+        let demand = crate::withholding::Demand {
+            spec: true,
+            input: true,
+            ..Default::default()
+        };
+        let challenge = match crate::withholding::WithholdingChallenge::sign(
+            &self.network,
+            &c.challenger,
+            c.bond.clone(),
+            heard.receipt.clone(),
+            demand,
+        ) {
+            Ok(ch) => ch,
+            Err(e) => {
+                tracing::error!(target: "vouch_verifier::watch", error = %e, "cannot sign the withholding dispute");
+                return;
+            }
+        };
+        let r = &heard.receipt.receipt;
+        let id = match challenge.id(&self.network) {
+            Ok(id) => hex::encode(id),
+            Err(e) => {
+                tracing::error!(target: "vouch_verifier::watch", error = %e, "cannot compute the dispute id");
+                return;
+            }
+        };
+        let mut view = WatchDispute {
+            dispute: id.clone(),
+            receipt: hex::encode(heard.root),
+            job_id: r.job_id.to_string(),
+            operator: r.operator.to_string(),
+            status: "pending".into(),
+            detail: "no peer serves the spec or input; demanded from the operator".into(),
+            raised_at_ms: now_ms(),
+            kind: crate::withholding::KIND.into(),
+        };
+        self.record_dispute(view.clone(), false);
+        let body = json!({
+            "challenger": challenge.challenger,
+            "bond": challenge.bond,
+            "signature": challenge.signature,
+            "receipt": heard.receipt.to_json(),
+            "demand": challenge.demand,
+        });
+        let url = format!("{}/v1/disputes/withholding", c.verifier_url);
+        let mut opened = None;
+        for attempt in 1..=MAX_DISPUTE_ATTEMPTS {
+            match self.http.post(&url).json(&body).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let v: Value = resp.json().await.unwrap_or(Value::Null);
+                    if status.is_success() {
+                        opened = Some(v);
+                        break;
+                    }
+                    if status.is_client_error() {
+                        view.status = "refused".into();
+                        view.detail = format!(
+                            "HTTP {status}: {}",
+                            v["error"]["message"].as_str().unwrap_or_default()
+                        );
+                        return self.record_dispute(view, true);
+                    }
+                    view.detail = format!("HTTP {status}");
+                }
+                Err(e) => view.detail = format!("POST {url}: {e}"),
+            }
+            tracing::warn!(target: "vouch_verifier::watch", dispute = %id, attempt, detail = %view.detail, "withholding dispute not opened; trying again");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let Some(opened) = opened else {
+            view.status = "failed".into();
+            return self.record_dispute(view, true);
+        };
+        tracing::warn!(target: "vouch_verifier::watch", dispute = %id, job_id = %r.job_id, "no peer serves the job's evidence: demanded it from the operator");
+        // Until the deadline, and a minute for the verifier to record the verdict.
+        let deadline_ms = opened["withholding"]["deadline_ms"].as_u64().unwrap_or(0);
+        let wait =
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms())) + Duration::from_secs(60);
+        let status = self
+            .follow_status(&id, tokio::time::Instant::now() + wait)
+            .await;
+        let Some(status) = status.filter(|s| s["state"] == "decided") else {
+            view.status = "failed".into();
+            view.detail = "undecided at the deadline".into();
+            return self.record_dispute(view, true);
+        };
+        let outcome = status["verdict"]["outcome"].as_str().unwrap_or("decided");
+        view.detail = status["verdict"]["reason"].as_str().unwrap_or("").into();
+        view.status = match outcome {
+            "slashed" | "already_slashed" => format!("withholding_{outcome}"),
+            other => other.into(),
+        };
+        tracing::info!(target: "vouch_verifier::watch", dispute = %id, job_id = %r.job_id, status = %view.status, "withholding dispute ended");
+        self.record_dispute(view, true);
+        if outcome != "void" {
+            return;
+        }
+        // The evidence is public now: check the receipt from it.
+        let answer = &status["withholding"]["answer"];
+        let spec = serde_json::to_vec(&answer["spec"])
+            .ok()
+            .and_then(|b| JobSpec::from_json(&b).ok());
+        let input = answer["input_base64"]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        let (Some(spec), Some(input)) = (spec, input) else {
+            return self.skipped(
+                skip::SPEC_UNAVAILABLE,
+                &heard.receipt.receipt.job_id,
+                "the published answer holds no readable spec and input",
+            );
+        };
+        heard.published = Some(Arc::new((spec, input)));
+        if let Err(mpsc::error::TrySendError::Full(h) | mpsc::error::TrySendError::Closed(h)) =
+            self.requeue.try_send(heard)
+        {
+            self.skipped(
+                skip::QUEUE_FULL,
+                &h.receipt.receipt.job_id,
+                "too many sampled receipts wait for a re-execution",
+            );
+        }
+    }
+
     /// The blob named by `digest`, from the peer that forwarded the receipt, then from the
     /// other connected peers; the network checks the bytes against the digest.
     async fn fetch_blob(&self, via: PeerId, digest: [u8; 32]) -> Option<Vec<u8>> {
@@ -1088,6 +1274,7 @@ impl Watcher {
             status: "pending".into(),
             detail: format!("heard at {} ms", heard.seen_ms),
             raised_at_ms: now_ms(),
+            kind: "wrong_result".into(),
         };
         self.record_dispute(view.clone(), false);
         let mut signature_id = [0u8; 32];
@@ -1172,14 +1359,24 @@ impl Watcher {
     /// Asks `GET /v1/disputes/{id}` until the dispute is decided (`Some(verdict)`), the
     /// verifier does not know it (`None`: post it again) or the deadline passes.
     async fn follow(&self, id: &str, deadline: tokio::time::Instant) -> Option<(String, String)> {
+        let v = self.follow_status(id, deadline).await?;
+        if v["state"] != "decided" {
+            return Some(("failed".into(), "undecided at the deadline".into()));
+        }
+        let outcome = v["verdict"]["outcome"].as_str().unwrap_or("decided");
+        let reason = v["verdict"]["reason"].as_str().unwrap_or("");
+        Some((outcome.into(), reason.into()))
+    }
+
+    /// `GET /v1/disputes/{id}` until the dispute is decided or the deadline passes (the
+    /// last status seen, `Value::Null` if none); `None` if the verifier does not know it.
+    async fn follow_status(&self, id: &str, deadline: tokio::time::Instant) -> Option<Value> {
         let url = format!("{}/v1/disputes/{id}", self.config.verifier_url);
+        let mut last = Value::Null;
         while tokio::time::Instant::now() < deadline {
             match get_json(&self.http, &url).await {
-                Ok((200, v)) if v["state"] == "decided" => {
-                    let outcome = v["verdict"]["outcome"].as_str().unwrap_or("decided");
-                    let reason = v["verdict"]["reason"].as_str().unwrap_or("");
-                    return Some((outcome.into(), reason.into()));
-                }
+                Ok((200, v)) if v["state"] == "decided" => return Some(v),
+                Ok((200, v)) => last = v,
                 Ok((404, _)) => return None,
                 Ok(_) => {}
                 Err(e) => {
@@ -1188,7 +1385,7 @@ impl Watcher {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Some(("failed".into(), "undecided at the deadline".into()))
+        Some(last)
     }
 }
 

@@ -37,6 +37,8 @@ use vouch_verifier::{
 const STAKE: u128 = 1_000_000;
 const CHALLENGER_DEPOSIT: u128 = 1_000;
 const BOND: u128 = 100;
+/// How long the operator has to answer a withholding dispute in these tests.
+const WITHHOLDING_DEADLINE_MS: u64 = 3_000;
 /// Short epochs, so a receipt's beacon comes within a second.
 const EPOCH_MS: u64 = 500;
 
@@ -206,6 +208,8 @@ struct Scene {
     stop_tx: tokio::sync::watch::Sender<bool>,
     op_net: vouch_net::NetworkHandle,
     lie: SignedReceipt,
+    /// The lie's spec and input (what the operator withholds with `withhold_lie`).
+    lie_job: (JobSpec, Vec<u8>),
     published_ms: u64,
     labels: [String; 2],
     /// With `verifier_gossip`: the verifier on the network too, and its API over it.
@@ -222,6 +226,7 @@ async fn scene(
     honest_value: u128,
     lie_value: u128,
     verifier_gossip: bool,
+    withhold_lie: bool,
 ) -> Scene {
     let verifier_label = unique_label("verifier");
     let watcher_label = unique_label("watcher");
@@ -239,7 +244,8 @@ async fn scene(
         verifier_label.clone(),
     ));
     let verifier = Verifier::new(ledger.clone(), admin(), network(), DisputeConfig::default())
-        .with_executor(verifier_docker);
+        .with_executor(verifier_docker)
+        .with_withholding_deadline_ms(WITHHOLDING_DEADLINE_MS);
     let verifier = Arc::new(verifier);
     let state = ApiState::new(verifier.clone()).with_beacon_epoch_ms(EPOCH_MS);
     let api = router(state.clone());
@@ -294,11 +300,13 @@ async fn scene(
     let stranger = sk(66);
     let forged = sign_receipt(&stranger, 1, &lie_spec, b"42\n", 0);
 
-    // The operator's node: serves both jobs, accepts its own receipts (and, to publish
-    // it at all, the stranger's).
+    // The operator's node: serves both jobs (or only the honest one), accepts its own
+    // receipts (and, to publish it at all, the stranger's).
     let blobs = Arc::new(OperatorBlobs::default());
     blobs.add_job(&honest_spec, honest_input);
-    blobs.add_job(&lie_spec, lie_input);
+    if !withhold_lie {
+        blobs.add_job(&lie_spec, lie_input);
+    }
     let registry: vouch_net::Registry = Arc::new(RwLock::new(HashSet::from([
         OperatorKey(operator().verifying_key().to_bytes()),
         OperatorKey(stranger.verifying_key().to_bytes()),
@@ -399,6 +407,7 @@ async fn scene(
         stop_tx,
         op_net,
         lie,
+        lie_job: (lie_spec, lie_input.to_vec()),
         published_ms,
         labels: [verifier_label, watcher_label],
         verifier_net,
@@ -448,7 +457,7 @@ async fn watcher_disputes_the_wrong_receipt_and_matches_the_honest_one() {
     }
     let started = Instant::now();
     // Every receipt sampled.
-    let sc = scene(1.0, None, 0, 0, false).await;
+    let sc = scene(1.0, None, 0, 0, false, false).await;
     let (watcher, ledger, api, lie, published_ms) =
         (&sc.watcher, &sc.ledger, &sc.api, &sc.lie, sc.published_ms);
     // Wait for both verdicts: the lie disputed and slashed, the honest one matched.
@@ -540,7 +549,7 @@ async fn the_per_job_rate_checks_the_valuable_job_and_skips_the_worthless_one() 
         lambda_ppm: 1_000_000,
     };
     // The operator's stake 1,000,000 at price 1, half slashed: S = 500,000.
-    let sc = scene(0.0, Some(d), 0, STAKE / 2, false).await;
+    let sc = scene(0.0, Some(d), 0, STAKE / 2, false, false).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let status: WatchStatus = loop {
         let s = sc.watcher.status();
@@ -579,7 +588,7 @@ async fn the_verifier_counts_heard_receipts_as_open_value_at_risk() {
         return;
     }
     // The watcher checks nothing here (rate 0): only the verifier's accounting is tested.
-    let sc = scene(0.0, None, 7, 11, true).await;
+    let sc = scene(0.0, None, 7, 11, true, false).await;
     let (_, api, _) = sc.verifier_net.as_ref().expect("gossip");
     let op = Key::of(&operator()).to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -618,6 +627,118 @@ async fn the_verifier_counts_heard_receipts_as_open_value_at_risk() {
             .contains("2 heard"),
         "{sec:#}"
     );
+    sc.stop().await;
+}
+
+/// Waits until the watcher has `n` final disputes.
+async fn final_disputes(watcher: &vouch_verifier::watch::Watcher, n: u64) -> WatchStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = watcher.status();
+        if s.disputes.values().sum::<u64>() >= n && s.matched >= 1 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {n} final disputes within 120 s: {}",
+            serde_json::to_string_pretty(&s).expect("json")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The operator serves its honest job but not the lie's spec and input: the watcher
+/// demands them with a withholding dispute, nobody publishes them, and the verifier
+/// slashes the operator at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn withheld_evidence_is_demanded_and_an_operator_that_stays_silent_is_slashed() {
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    let sc = scene(1.0, None, 0, 0, false, true).await;
+    let status = final_disputes(&sc.watcher, 1).await;
+    let shown = serde_json::to_string_pretty(&status).expect("json");
+    assert_eq!(status.matched, 1, "{shown}");
+    assert_eq!(status.skipped.get("spec_unavailable"), Some(&1), "{shown}");
+    assert_eq!(
+        status.disputes.get("withholding_slashed"),
+        Some(&1),
+        "{shown}"
+    );
+    let d = &status.recent_disputes[0];
+    assert_eq!(d.kind, "withholding", "{shown}");
+    assert_eq!(d.job_id, sc.lie.receipt.job_id.to_string());
+    let (_, dispute) = get(&sc.api, &format!("/v1/disputes/{}", d.dispute)).await;
+    assert_eq!(dispute["verdict"]["outcome"], "slashed", "{dispute:#}");
+    assert_eq!(
+        dispute["withholding"]["demand"]["spec"], true,
+        "{dispute:#}"
+    );
+    assert_eq!(slash_events(&sc.ledger), 1);
+    // The bond came back, with the bounty.
+    assert_eq!(
+        sc.ledger
+            .balance(&Key::of(&challenger()), "eth")
+            .expect("balance"),
+        CHALLENGER_DEPOSIT + STAKE / 2 / 10
+    );
+    sc.stop().await;
+}
+
+/// The operator withholds the lie's spec and input from peers but publishes them when the
+/// watcher demands them: the watcher checks the receipt from the published evidence, finds
+/// the lie and has it slashed by re-execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evidence_published_under_a_withholding_dispute_is_checked() {
+    use base64::Engine as _;
+    if !docker_available(&["vouch/wc:dev"]).await {
+        return;
+    }
+    let sc = scene(1.0, None, 0, 0, false, true).await;
+    // The operator's side: answer the demand once it is open (what vouch-node does).
+    let op = Key::of(&operator());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let (_, open) = get(
+            &sc.api,
+            &format!("/v1/disputes?state=open&kind=withholding&operator={op}"),
+        )
+        .await;
+        if let Some(id) = open["disputes"][0]["dispute"].as_str() {
+            break id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no withholding dispute: {open:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (spec, input) = &sc.lie_job;
+    let answer = serde_json::json!({
+        "spec": spec,
+        "input_base64": base64::engine::general_purpose::STANDARD.encode(input),
+    });
+    let (code, answered) = post(&sc.api, &format!("/v1/disputes/{id}/answer"), &answer).await;
+    assert_eq!(code, StatusCode::OK, "{answered:#}");
+    assert_eq!(answered["verdict"]["outcome"], "void");
+    // The watcher re-runs the job from what was published and disputes the lie.
+    let status = final_disputes(&sc.watcher, 2).await;
+    let shown = serde_json::to_string_pretty(&status).expect("json");
+    assert_eq!(status.disputes.get("void"), Some(&1), "{shown}");
+    assert_eq!(status.disputes.get("slashed"), Some(&1), "{shown}");
+    assert_eq!(status.reexecuted, 2, "{shown}");
+    assert_eq!(status.mismatched, 1, "{shown}");
+    let kinds: Vec<(&str, &str)> = status
+        .recent_disputes
+        .iter()
+        .map(|d| (d.kind.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("withholding", "void"), ("wrong_result", "slashed")],
+        "{shown}"
+    );
+    assert_eq!(slash_events(&sc.ledger), 1);
     sc.stop().await;
 }
 
