@@ -134,6 +134,7 @@ def test_the_explorer_shows_operators_disputes_receipts_and_the_log():
     slashed = [r for r in rows if r[7] == "slashed"]
     assert len(slashed) == 1, rows
     assert bad.startswith(slashed[0][3].rstrip("…")), (slashed, bad)
+    assert [r[9] for r in rows] == [d["kind"] for d in disputes], rows
 
     # Receipts heard on the network, newest first.
     heard = api("/v1/receipts?limit=25")["receipts"]

@@ -93,12 +93,13 @@ function renderDisputes(d) {
         cell(short(x.dispute), "key"),
         cell(String(x.opened_seq), "num"),
         cell(x.state),
-        cell(short(v.operator || r.operator), "key"),
-        cell(short(v.job_id || r.job_id), "key"),
+        cell(short(v.operator || x.operator), "key"),
+        cell(short(v.job_id || ((x.withholding || {}).receipt || {}).job_id || r.job_id), "key"),
         cell(short(x.challenger), "key"),
         cell(`${x.bond.amount} ${x.bond.asset}`),
         cell(v.outcome || "pending", v.outcome === "slashed" || v.outcome === "already_slashed" ? "bad" : ""),
-        cell(v.reason || ""),
+        cell(v.reason || (x.withholding ? `the operator must publish the demanded evidence by ${x.withholding.deadline_ms} ms` : "")),
+        cell(x.kind || ""),
       ],
     };
   }), "no dispute yet");
