@@ -262,7 +262,10 @@ enum DisputeCommand {
     /// One wrong token of a traced inference (SPEC.md §11.4): the verifier checks the
     /// operator's leaf at --position against the signed trace and output and recomputes
     /// that one token. Fetches the input, the output and the leaf with its opening from
-    /// --node. Prints the verdict (asking `GET /v1/disputes/{id}` if the answer is lost).
+    /// --node. Without --position, runs the job's model image once in the local Docker
+    /// (never pulling it) and disputes the first token where the operator's output differs
+    /// from the model's. Prints the verdict (asking `GET /v1/disputes/{id}` if the answer
+    /// is lost).
     Token {
         /// The verifier, e.g. http://127.0.0.1:9090
         #[arg(long)]
@@ -281,9 +284,13 @@ enum DisputeCommand {
         #[arg(long, env = "VOUCH_API_KEY")]
         api_key: Option<String>,
         /// The disputed position t (the first token where your own run of the model
-        /// differs from the operator's).
+        /// differs from the operator's); found by running the model when not given.
         #[arg(long)]
-        position: u32,
+        position: Option<u32>,
+        /// The Docker daemon that runs the model to find the position [default:
+        /// $DOCKER_HOST, else unix:///var/run/docker.sock].
+        #[arg(long, env = "VOUCH_DOCKER_HOST")]
+        docker_host: Option<String>,
         /// Asset of the bond.
         #[arg(long)]
         bond_asset: String,
@@ -536,22 +543,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     node,
                     api_key,
                     position,
+                    docker_host,
                     bond_asset,
                     bond_amount,
                 },
-        } => dispute_result(
-            &url,
-            &challenger_key,
-            &job,
-            None,
-            Some(&node),
-            api_key.as_deref(),
-            vouch_verifier::Bond {
-                asset: bond_asset,
-                amount: bond_amount,
-            },
-            Some(position),
-        ),
+        } => {
+            let position = match position {
+                Some(t) => t,
+                None => first_divergence(&job, &node, api_key.as_deref(), docker_host)?,
+            };
+            dispute_result(
+                &url,
+                &challenger_key,
+                &job,
+                None,
+                Some(&node),
+                api_key.as_deref(),
+                vouch_verifier::Bond {
+                    asset: bond_asset,
+                    amount: bond_amount,
+                },
+                Some(position),
+            )
+        }
         Command::Dispute {
             command:
                 DisputeCommand::Withholding {
@@ -579,6 +593,95 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             wait,
         ),
     }
+}
+
+/// The first position where the operator's served output (from `node`) differs from what
+/// the model gives: the job (`GET /v1/jobs/{id}` saved in `job`) run once in the local
+/// Docker, in the sandbox of SPEC.md §5, from its image id (never pulled).
+fn first_divergence(
+    job: &Path,
+    node: &str,
+    api_key: Option<&str>,
+    docker_host: Option<String>,
+) -> anyhow::Result<u32> {
+    use vouch_exec::Executor as _;
+    let text =
+        std::fs::read_to_string(job).with_context(|| format!("reading {}", job.display()))?;
+    let job_json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", job.display()))?;
+    let spec = vouch_proto::JobSpec::from_json(job_json["spec"].to_string().as_bytes())
+        .with_context(|| format!("{}: no valid `spec`", job.display()))?;
+    let receipt = read_receipt(job)?.verify().context("the job's receipt")?;
+    anyhow::ensure!(
+        spec.job_id()? == receipt.receipt.job_id,
+        "the receipt is not about this job spec"
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let fetch = |path: String| -> anyhow::Result<Vec<u8>> {
+        let (status, bytes) = rt.block_on(cli::client::get_bytes(node, &path, api_key))?;
+        anyhow::ensure!(
+            status == 200,
+            "{node}{path} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(bytes)
+    };
+    let job_id = receipt.receipt.job_id;
+    let input = fetch(format!("/v1/jobs/{job_id}/input"))?;
+    let served = fetch(format!("/v1/jobs/{job_id}/output"))?;
+    let host = docker_host.unwrap_or_else(vouch_exec::DockerExecutor::default_host);
+    let label = format!("vouch-cli-{}", std::process::id());
+    let docker = vouch_exec::DockerExecutor::new(host.clone(), label);
+    eprintln!(
+        "running {} once to find the first divergent token…",
+        spec.image
+    );
+    let outcome = rt
+        .block_on(docker.run(job_id, &spec, input.into()))
+        .with_context(|| format!("running the model through Docker at {host}"))?;
+    let ours = match outcome {
+        vouch_exec::RunOutcome::Exited {
+            exit_code: 0,
+            stdout,
+            ..
+        } => stdout,
+        other => anyhow::bail!("the model's run gave no output to compare: {other:?}"),
+    };
+    let tokens = |bytes: &[u8], whose: &str| -> anyhow::Result<Vec<u64>> {
+        let v: serde_json::Value = serde_json::from_slice(bytes)
+            .with_context(|| format!("{whose} output is not a model output (SPEC.md §7.2)"))?;
+        v["tokens"]
+            .as_array()
+            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect())
+            .with_context(|| format!("{whose} output has no `tokens`"))
+    };
+    let (theirs, mine) = (
+        tokens(&served, "the operator's")?,
+        tokens(&ours, "the model's")?,
+    );
+    let Some(t) = theirs.iter().zip(&mine).position(|(a, b)| a != b) else {
+        anyhow::ensure!(
+            theirs.len() <= mine.len(),
+            "the operator's {} tokens begin with the model's {}: its extra tokens have no              divergent position to dispute one by one; dispute the whole result              (`dispute result`)",
+            theirs.len(),
+            mine.len()
+        );
+        anyhow::ensure!(
+            theirs.len() == mine.len(),
+            "the operator stopped after {} of the model's {} tokens: dispute the whole              result (`dispute result`)",
+            theirs.len(),
+            mine.len()
+        );
+        anyhow::bail!(
+            "the operator's {} tokens are the model's: nothing to dispute",
+            theirs.len()
+        );
+    };
+    eprintln!(
+        "the operator's token {t} is {}, the model's {}: disputing position {t}",
+        theirs[t], mine[t]
+    );
+    Ok(u32::try_from(t)?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -655,7 +655,9 @@ async fn the_cli_disputes_one_token_from_the_node_s_routes() {
         .arg(&key)
         .arg("--job")
         .arg(&job)
-        .args(["--position", "32", "--bond-asset", "eth", "--bond-amount"])
+        // No --position: the CLI runs the model once and finds the divergence (the node
+        // serves the opening of leaf 32 only).
+        .args(["--bond-asset", "eth", "--bond-amount"])
         .arg(BOND.to_string())
         .output()
         .await
@@ -669,6 +671,9 @@ async fn the_cli_disputes_one_token_from_the_node_s_routes() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("the verdict as JSON");
     assert_eq!(v["kind"], "token", "{v}");
+    assert_eq!(v["position"], 32, "{v}");
     assert_eq!(v["outcome"], "slashed", "{v}");
     assert_eq!(v["tokens_recomputed"], 1, "{v}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("disputing position 32"), "{said}");
 }
