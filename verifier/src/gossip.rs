@@ -42,6 +42,9 @@ pub struct GossipOptions {
     pub bootstrap: Vec<Multiaddr>,
     /// mDNS discovery.
     pub mdns: bool,
+    /// A SQLite file that keeps the heard jobs with a value at risk across restarts
+    /// (`open-jobs.sqlite` in the data directory); `None`: memory only.
+    pub open_jobs: Option<std::path::PathBuf>,
 }
 
 /// The verifier's network side.
@@ -57,6 +60,62 @@ pub struct VerifierNet {
     pricing: Arc<tokio::sync::Semaphore>,
     /// Heard receipts whose spec could not be fetched or was wrong.
     unpriced: std::sync::atomic::AtomicU64,
+    /// Where `open` is kept across restarts.
+    store: Option<Mutex<rusqlite::Connection>>,
+}
+
+/// Opens (creating it) the file of heard open jobs and reads them back.
+fn open_store(
+    path: &std::path::Path,
+) -> rusqlite::Result<(
+    rusqlite::Connection,
+    std::collections::HashMap<[u8; 32], OpenJob>,
+)> {
+    let conn = rusqlite::Connection::open(path)?;
+    // Figures, not funds: a power cut may lose the last few, which are heard again or
+    // expire with the challenge window anyway.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS open_jobs (
+             job_id BLOB PRIMARY KEY,
+             operator BLOB NOT NULL,
+             value TEXT NOT NULL,
+             issued_at_ms INTEGER NOT NULL
+         )",
+    )?;
+    let mut open = std::collections::HashMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT job_id, operator, value, issued_at_ms FROM open_jobs")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (job, op, value, at) = row?;
+            let (Ok(job), Ok(op), Ok(value)) = (
+                <[u8; 32]>::try_from(job.as_slice()),
+                <[u8; 32]>::try_from(op.as_slice()),
+                value.parse::<u128>(),
+            ) else {
+                continue;
+            };
+            open.insert(
+                job,
+                OpenJob {
+                    operator: OperatorKey(op),
+                    value,
+                    issued_at_ms: u64::try_from(at).unwrap_or(0),
+                },
+            );
+        }
+    }
+    Ok((conn, open))
 }
 
 /// A heard receipt whose job declared a value at risk.
@@ -97,7 +156,19 @@ impl VerifierNet {
         window_ms: u64,
     ) -> std::collections::HashMap<OperatorKey, (usize, u128)> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let before = open.len();
         open.retain(|_, j| j.issued_at_ms.saturating_add(window_ms) > now_ms);
+        if open.len() != before {
+            self.persist(|c| {
+                c.execute(
+                    "DELETE FROM open_jobs WHERE issued_at_ms + ?1 <= ?2",
+                    rusqlite::params![
+                        i64::try_from(window_ms).unwrap_or(i64::MAX),
+                        i64::try_from(now_ms).unwrap_or(i64::MAX)
+                    ],
+                )
+            });
+        }
         let mut out: std::collections::HashMap<OperatorKey, (usize, u128)> = Default::default();
         for j in open.values() {
             let e = out.entry(j.operator).or_default();
@@ -105,6 +176,17 @@ impl VerifierNet {
             e.1 = e.1.saturating_add(j.value);
         }
         out
+    }
+
+    /// Runs `f` on the open-jobs file, if there is one; a failure is logged (the figures
+    /// in memory stay right).
+    fn persist(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize>) {
+        if let Some(store) = &self.store {
+            let conn = store.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = f(&conn) {
+                tracing::warn!(target: "vouch_verifier::gossip", %e, "cannot update the open-jobs file");
+            }
+        }
     }
 
     /// Fetches the spec of a heard receipt's job (from the peer that forwarded it, then
@@ -158,6 +240,9 @@ impl VerifierNet {
                     .map(|(k, _)| *k)
                 {
                     open.remove(&oldest);
+                    this.persist(|c| {
+                        c.execute("DELETE FROM open_jobs WHERE job_id = ?1", [oldest.to_vec()])
+                    });
                 }
             }
             open.insert(
@@ -168,6 +253,18 @@ impl VerifierNet {
                     issued_at_ms,
                 },
             );
+            this.persist(|c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO open_jobs (job_id, operator, value, issued_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        job_id.0.to_vec(),
+                        operator.0.to_vec(),
+                        spec.value_at_risk.0.to_string(),
+                        i64::try_from(issued_at_ms).unwrap_or(i64::MAX)
+                    ],
+                )
+            });
         });
     }
 }
@@ -225,13 +322,23 @@ pub async fn start(
     )
     .await?;
     tracing::info!(target: "vouch_verifier::gossip", peer_id = %net.local_peer_id(), addrs = ?net.listen_addrs().await.unwrap_or_default(), "joined the peer-to-peer network");
+    let (store, open) = match &opts.open_jobs {
+        Some(path) => {
+            let (conn, open) = open_store(path)
+                .map_err(|e| NetError::Config(format!("{}: {e}", path.display())))?;
+            tracing::info!(target: "vouch_verifier::gossip", path = %path.display(), jobs = open.len(), "heard open jobs read back");
+            (Some(Mutex::new(conn)), open)
+        }
+        None => (None, Default::default()),
+    };
     let vnet = Arc::new(VerifierNet {
         net,
         recent: Mutex::new(VecDeque::new()),
         heard: Default::default(),
-        open: Default::default(),
+        open: Mutex::new(open),
         pricing: Arc::new(tokio::sync::Semaphore::new(MAX_PRICING_FETCHES)),
         unpriced: Default::default(),
+        store,
     });
     let tasks = vec![
         tokio::spawn(inbound(vnet.clone(), delivered, stop.clone())),

@@ -978,6 +978,8 @@ fn serve(args: RunArgs) -> anyhow::Result<()> {
                 listen: args.p2p_listen.clone(),
                 bootstrap: args.p2p_bootstrap.clone(),
                 mdns: !args.no_mdns,
+                // The open value at risk survives a restart.
+                open_jobs: Some(args.data_dir.join("open-jobs.sqlite")),
             };
             let (vnet, t) = vouch_verifier::gossip::start(
                 verifier.clone(),
@@ -1038,6 +1040,7 @@ fn watch(args: WatchArgs) -> anyhow::Result<()> {
         listen: args.p2p_listen,
         bootstrap: args.p2p_bootstrap,
         mdns: !args.no_mdns,
+        open_jobs: None,
     };
     config.concurrency = usize::from(args.concurrency);
     config.max_sampled = args.max_queue;

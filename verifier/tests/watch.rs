@@ -212,6 +212,8 @@ struct Scene {
     lie_job: (JobSpec, Vec<u8>),
     published_ms: u64,
     labels: [String; 2],
+    /// The verifier service (to join the network again).
+    verifier: Arc<Verifier>,
     /// With `verifier_gossip`: the verifier on the network too, and its API over it.
     verifier_net: Option<(
         Arc<vouch_verifier::gossip::VerifierNet>,
@@ -362,12 +364,18 @@ async fn scene(
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
             bootstrap: vec![op_addr],
             mdns: false,
+            open_jobs: Some(dir.path().join("open-jobs.sqlite")),
         };
-        let (vnet, _tasks) =
-            vouch_verifier::gossip::start(verifier, admin(), Keypair::generate_ed25519(), opts, rx)
-                .await
-                .expect("the verifier joins");
-        let with_net = router(state.with_network(vnet.clone()));
+        let (vnet, _tasks) = vouch_verifier::gossip::start(
+            verifier.clone(),
+            admin(),
+            Keypair::generate_ed25519(),
+            opts,
+            rx,
+        )
+        .await
+        .expect("the verifier joins");
+        let with_net = router(state.clone().with_network(vnet.clone()));
         Some((vnet, with_net, tx))
     } else {
         None
@@ -410,6 +418,7 @@ async fn scene(
         lie_job: (lie_spec, lie_input.to_vec()),
         published_ms,
         labels: [verifier_label, watcher_label],
+        verifier,
         verifier_net,
     }
 }
@@ -627,6 +636,59 @@ async fn the_verifier_counts_heard_receipts_as_open_value_at_risk() {
             .contains("2 heard"),
         "{sec:#}"
     );
+
+    // A verifier started again on the same data directory, alone on the network (no
+    // peer to hear the receipts from again), still counts them: they are kept in
+    // open-jobs.sqlite until the challenge window closes.
+    let (vnet, _, stop) = sc.verifier_net.as_ref().expect("gossip");
+    let _ = stop.send(true);
+    let _ = vnet.net.shutdown().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let opts = vouch_verifier::gossip::GossipOptions {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootstrap: vec![],
+        mdns: false,
+        open_jobs: Some(sc._dir.path().join("open-jobs.sqlite")),
+    };
+    let (again, _tasks) = vouch_verifier::gossip::start(
+        sc.verifier.clone(),
+        admin(),
+        Keypair::generate_ed25519(),
+        opts,
+        rx,
+    )
+    .await
+    .expect("the verifier joins again");
+    let now = vouch_verifier::api::system_now_ms();
+    let open = again.open_value_at_risk(now, 600_000);
+    let mine = open
+        .get(&OperatorKey(operator().verifying_key().to_bytes()))
+        .copied();
+    assert_eq!(mine, Some((2, 18)), "{open:?}");
+    assert_eq!(again.heard(), 0, "nothing heard since the restart");
+    // Past the challenge window they are gone, from the file too.
+    assert!(again.open_value_at_risk(now + 600_000, 600_000).is_empty());
+    let _ = tx.send(true);
+    let _ = again.net.shutdown().await;
+    let (tx2, rx2) = tokio::sync::watch::channel(false);
+    let opts = vouch_verifier::gossip::GossipOptions {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootstrap: vec![],
+        mdns: false,
+        open_jobs: Some(sc._dir.path().join("open-jobs.sqlite")),
+    };
+    let (third, _tasks) = vouch_verifier::gossip::start(
+        sc.verifier.clone(),
+        admin(),
+        Keypair::generate_ed25519(),
+        opts,
+        rx2,
+    )
+    .await
+    .expect("the verifier joins a third time");
+    assert!(third.open_value_at_risk(now, 600_000).is_empty());
+    let _ = tx2.send(true);
+    let _ = third.net.shutdown().await;
     sc.stop().await;
 }
 
