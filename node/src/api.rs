@@ -482,7 +482,24 @@ async fn output(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?
         .unwrap_or_default();
-    Ok(octets(bytes))
+    let mut resp = octets(bytes.clone());
+    // The operator's signature over what it serves (SPEC.md §7.7): served bytes that are
+    // not the signed output prove the operator contradicts itself.
+    if let Some(r) = &rec.receipt {
+        let statement = vouch_proto::served_statement(
+            &r.receipt.network_id,
+            &r.receipt.signing_root(),
+            &vouch_proto::Served::Output {
+                digest: vouch_proto::Digest::of(&bytes).0,
+                len: bytes.len() as u64,
+            },
+        )
+        .map_err(ApiError::internal)?;
+        if let Ok(v) = HeaderValue::from_str(&hex::encode(node.signer.sign_served(&statement))) {
+            resp.headers_mut().insert("x-vouch-served-signature", v);
+        }
+    }
+    Ok(resp)
 }
 
 async fn input(
@@ -645,6 +662,16 @@ async fn trace_opening(
             ),
         )
     })?;
+    let statement = vouch_proto::served_statement(
+        &r.network_id,
+        &r.signing_root(),
+        &vouch_proto::Served::Leaf {
+            index,
+            leaf: &leaves[i],
+            proof: &proof,
+        },
+    )
+    .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "job_id": r.job_id,
         "index": index,
@@ -652,5 +679,6 @@ async fn trace_opening(
         "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
         "trace_root": r.trace_root,
         "trace_len": r.trace_len,
+        "served_signature": hex::encode(node.signer.sign_served(&statement)),
     })))
 }

@@ -109,6 +109,15 @@ impl SigningStore {
         a.signature = self.key.sign(&a.signing_root()).to_bytes();
     }
 
+    /// Signs a served-evidence statement about one of this operator's receipts
+    /// ([`vouch_proto::served_statement`], under its own domain tag, SPEC §7.7): what the
+    /// node serves as a receipt's output or trace leaf. It binds the served bytes, not a
+    /// result, so it needs no history: serving bytes other than those signed is provable
+    /// self-contradiction, never a second result.
+    pub fn sign_served(&self, statement: &[u8; 32]) -> [u8; 64] {
+        self.key.sign(statement).to_bytes()
+    }
+
     /// Signs a receipt WITHOUT the signing history: the one thing this store exists to
     /// prevent. Only `--fault equivocate` calls it, to produce a receipt that conflicts
     /// with one already signed (for demos and dispute tests).

@@ -619,6 +619,57 @@ async fn a_wrong_token_served_by_a_real_node_is_slashed_by_one_step() {
         vouch["job_id"].as_str().unwrap()
     ))
     .await;
+    // The node signs what it serves (SPEC.md §7.7): the leaf with its opening, and the
+    // output (a header of GET /v1/jobs/{id}/output).
+    let proof: Vec<[u8; 32]> = vouch_verifier::token::parse_proof(
+        &serde_json::from_value::<Vec<String>>(opened["proof"].clone()).unwrap(),
+    )
+    .unwrap();
+    let leaf_bytes = hex::decode(opened["leaf"].as_str().unwrap()).unwrap();
+    let statement = vouch_proto::served_statement(
+        &network(),
+        &receipt.receipt.signing_root(),
+        &vouch_proto::Served::Leaf {
+            index: u64::from(t),
+            leaf: &leaf_bytes,
+            proof: &proof,
+        },
+    )
+    .unwrap();
+    let sig = vouch_verifier::token::parse_signature(
+        opened["served_signature"].as_str().unwrap(),
+        "served_signature",
+    )
+    .unwrap();
+    vouch_proto::verify_root(&receipt.receipt.operator, &statement, &sig)
+        .expect("the served leaf is signed by the operator");
+    let served = client()
+        .get(format!(
+            "{}/v1/jobs/{}/output",
+            node.url,
+            vouch["job_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let header = served.headers()["x-vouch-served-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bytes = served.bytes().await.unwrap();
+    assert_eq!(bytes.as_ref(), output.as_slice());
+    let statement = vouch_proto::served_statement(
+        &network(),
+        &receipt.receipt.signing_root(),
+        &vouch_proto::Served::Output {
+            digest: vouch_proto::Digest::of(&bytes).0,
+            len: bytes.len() as u64,
+        },
+    )
+    .unwrap();
+    let sig = vouch_verifier::token::parse_signature(&header, "header").unwrap();
+    vouch_proto::verify_root(&receipt.receipt.operator, &statement, &sig)
+        .expect("the served output is signed by the operator");
     let bond = vouch_verifier::Bond {
         asset: "eth".into(),
         amount: BOND,
@@ -647,6 +698,8 @@ async fn a_wrong_token_served_by_a_real_node_is_slashed_by_one_step() {
         leaf: opened["leaf"].as_str().unwrap().to_owned(),
         proof: serde_json::from_value(opened["proof"].clone()).unwrap(),
         prefix: None,
+        output_signature: Some(header),
+        leaf_signature: opened["served_signature"].as_str().map(str::to_owned),
     };
     let verdict: Value = client()
         .post(format!("{}/v1/disputes/token", v.url))

@@ -185,6 +185,7 @@ mod tests {
             RESULT_DISPUTE,
             TOKEN_DISPUTE,
             WITHHOLDING_DISPUTE,
+            SERVED,
             BEACON,
             SAMPLE,
             crate::TRACE_LEAF_TAG,

@@ -111,6 +111,64 @@ pub fn withholding_dispute_id(
     Ok(h.finalize().into())
 }
 
+/// Domain tag of a served-evidence statement.
+pub const SERVED_TAG: &[u8] = b"vouch/served/v1";
+
+/// Evidence an operator serves about one of its receipts (SPEC.md §7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served<'a> {
+    /// The output bytes, named by their SHA-256 and length.
+    Output {
+        /// SHA-256 of the bytes served.
+        digest: [u8; 32],
+        /// Their length.
+        len: u64,
+    },
+    /// Trace leaf `index` with its Merkle opening, as served.
+    Leaf {
+        /// The position.
+        index: u64,
+        /// The leaf bytes.
+        leaf: &'a [u8],
+        /// The sibling hashes, bottom-up.
+        proof: &'a [[u8; 32]],
+    },
+}
+
+/// What the operator signs when it serves evidence of the receipt with signing root
+/// `receipt_root`: `SHA-256("vouch/served/v1" ‖ network id ‖ canonical JSON)`, the JSON
+/// `{"kind": "output", "output_digest", "output_len", "receipt"}` or `{"index", "kind":
+/// "leaf", "leaf", "proof", "receipt"}` (hex strings; `output_len` and `index` integers).
+/// Served evidence that does not match what the receipt signs is the operator
+/// contradicting itself, which anyone holding this signature can prove.
+pub fn served_statement(
+    network: &NetworkId,
+    receipt_root: &[u8; 32],
+    served: &Served<'_>,
+) -> Result<[u8; 32], ProtoError> {
+    let value = match served {
+        Served::Output { digest, len } => json!({
+            "kind": "output",
+            "output_digest": hex::encode(digest),
+            "output_len": len,
+            "receipt": hex::encode(receipt_root),
+        }),
+        Served::Leaf { index, leaf, proof } => json!({
+            "index": index,
+            "kind": "leaf",
+            "leaf": hex::encode(leaf),
+            "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+            "receipt": hex::encode(receipt_root),
+        }),
+    };
+    let canonical = to_canonical_bytes(&value)?;
+    let mut h = Sha256::new();
+    h.update(SERVED_TAG);
+    h.update(network.0);
+    h.update(&canonical);
+    Ok(h.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +265,45 @@ mod tests {
         assert_ne!(
             id(flags(false, false, true), &[]),
             result_dispute_id(&net, &[1; 32], &[2; 32], "eth", 10).unwrap()
+        );
+    }
+
+    #[test]
+    fn served_statement_matches_the_spec() {
+        // SPEC.md §7.7 spelled out by hand.
+        let net = NetworkId::from_name("vouch-devnet");
+        let digest = [3u8; 32];
+        let json = format!(
+            r#"{{"kind":"output","output_digest":"{}","output_len":12,"receipt":"{}"}}"#,
+            "03".repeat(32),
+            "02".repeat(32)
+        );
+        let mut h = Sha256::new();
+        h.update(b"vouch/served/v1");
+        h.update(net.0);
+        h.update(json.as_bytes());
+        let expected: [u8; 32] = h.finalize().into();
+        let out = Served::Output { digest, len: 12 };
+        assert_eq!(served_statement(&net, &[2; 32], &out).unwrap(), expected);
+        let json = format!(
+            r#"{{"index":5,"kind":"leaf","leaf":"0a0b","proof":["{}"],"receipt":"{}"}}"#,
+            "04".repeat(32),
+            "02".repeat(32)
+        );
+        let mut h = Sha256::new();
+        h.update(b"vouch/served/v1");
+        h.update(net.0);
+        h.update(json.as_bytes());
+        let expected: [u8; 32] = h.finalize().into();
+        let leaf = Served::Leaf {
+            index: 5,
+            leaf: &[10, 11],
+            proof: &[[4; 32]],
+        };
+        assert_eq!(served_statement(&net, &[2; 32], &leaf).unwrap(), expected);
+        assert_ne!(
+            served_statement(&net, &[2; 32], &Served::Output { digest, len: 13 }).unwrap(),
+            served_statement(&net, &[2; 32], &out).unwrap()
         );
     }
 }

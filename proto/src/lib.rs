@@ -44,8 +44,8 @@ pub use beacon::{
 pub use canonical::{to_canonical_bytes, MAX_SAFE_INTEGER};
 pub use digest::{Digest, JobId, NetworkId, OperatorKey, Root32};
 pub use dispute::{
-    result_dispute_id, token_dispute_id, withholding_dispute_id, DemandFlags, RESULT_DISPUTE_TAG,
-    TOKEN_DISPUTE_TAG, WITHHOLDING_DISPUTE_TAG,
+    result_dispute_id, served_statement, token_dispute_id, withholding_dispute_id, DemandFlags,
+    Served, RESULT_DISPUTE_TAG, SERVED_TAG, TOKEN_DISPUTE_TAG, WITHHOLDING_DISPUTE_TAG,
 };
 pub use error::ProtoError;
 pub use gossip::{
@@ -91,6 +91,8 @@ pub mod tags {
     pub const TOKEN_DISPUTE: &[u8] = crate::TOKEN_DISPUTE_TAG;
     /// Prefix of a withholding dispute id (what a challenger signs).
     pub const WITHHOLDING_DISPUTE: &[u8] = crate::WITHHOLDING_DISPUTE_TAG;
+    /// Prefix of what an operator signs when it serves evidence of a receipt.
+    pub const SERVED: &[u8] = crate::SERVED_TAG;
     /// Prefix of the message the verifier signs for an epoch's beacon.
     pub const BEACON: &[u8] = crate::BEACON_TAG;
     /// Prefix of the hash that decides whether a watcher samples a receipt.

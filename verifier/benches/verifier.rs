@@ -1765,6 +1765,8 @@ async fn token_cases(plan: &Plan, docker: &Arc<DockerExecutor>) -> Res<Vec<Token
                         leaf: trace[t].clone(),
                         proof: vouch_proto::merkle_proof(&trace, t).ok_or("no opening")?,
                         prefix: None,
+                        output_signature: None,
+                        leaf_signature: None,
                     };
                     let c = TokenChallenge::sign(
                         &network(),

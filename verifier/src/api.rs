@@ -849,6 +849,14 @@ pub struct TokenDisputeBody {
     /// `tokens[0..t]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<Vec<u32>>,
+    /// Optional: the operator's signature over serving this output (128 hex, the node's
+    /// `X-Vouch-Served-Signature`, SPEC.md §7.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_signature: Option<String>,
+    /// Optional: the operator's signature over serving this leaf and opening (the node's
+    /// `served_signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_signature: Option<String>,
 }
 
 async fn post_token(
@@ -865,12 +873,18 @@ async fn post_token(
         .map_err(|e| bad("output_base64", format!("output_base64 is not base64: {e}")))?;
     let leaf = hex::decode(&d.leaf).map_err(|e| bad("leaf", format!("leaf is not hex: {e}")))?;
     let proof = crate::token::parse_proof(&d.proof).map_err(|e| bad("proof", e))?;
+    let signature = |h: Option<&str>, param: &'static str| {
+        h.map(|h| crate::token::parse_signature(h, param).map_err(|e| bad(param, e)))
+            .transpose()
+    };
     let claim = crate::token::TokenClaim {
         position: d.position,
         output: output.into(),
         leaf,
         proof,
         prefix: d.prefix,
+        output_signature: signature(d.output_signature.as_deref(), "output_signature")?,
+        leaf_signature: signature(d.leaf_signature.as_deref(), "leaf_signature")?,
     };
     let base = result_challenge(ResultDisputeBody {
         challenger: d.challenger,

@@ -829,7 +829,15 @@ fn dispute_result(
                 );
                 Ok(bytes)
             };
-            let output = fetch(format!("/v1/jobs/{job_id}/output"))?;
+            let path = format!("/v1/jobs/{job_id}/output");
+            let (status, output, served_signature) = rt.block_on(
+                cli::client::get_bytes_and_header(node, &path, api_key, "x-vouch-served-signature"),
+            )?;
+            anyhow::ensure!(
+                status == 200,
+                "{node}{path} answered {status}: {}",
+                String::from_utf8_lossy(&output)
+            );
             let opening: serde_json::Value =
                 serde_json::from_slice(&fetch(format!("/v1/jobs/{job_id}/trace/{t}"))?)
                     .context("the node's trace opening is not JSON")?;
@@ -839,6 +847,13 @@ fn dispute_result(
             body["position"] = t.into();
             body["leaf"] = opening["leaf"].clone();
             body["proof"] = opening["proof"].clone();
+            // What the operator signed it served: proof if it served something else.
+            if let Some(sig) = served_signature {
+                body["output_signature"] = sig.into();
+            }
+            if let Some(sig) = opening["served_signature"].as_str() {
+                body["leaf_signature"] = sig.into();
+            }
             "/v1/disputes/token"
         }
         (Some(_), None) => anyhow::bail!("a token dispute needs --node"),

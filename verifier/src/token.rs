@@ -12,11 +12,11 @@
 //!
 //! | check | fails → verdict | containers |
 //! |---|---|---|
-//! | SHA-256 and length of the output = the receipt's `output_digest`, `output_len` | `dismissed` (bad evidence; bond burned) | 0 |
+//! | SHA-256 and length of the output = the receipt's `output_digest`, `output_len` | `slashed` if the operator signed that it served that output (SPEC.md §7.7: self-contradiction), else `dismissed` (bad evidence; bond burned) | 0 |
 //! | the output is a model output (SPEC.md §7.2) and the input a JSON request | `void` (T2 does not apply) | 0 |
 //! | a `prefix` the challenger names = the signed output's `tokens[0..t]`, `t` < its length | `dismissed` | 0 |
 //! | signed `trace_len` = `usage.completion_tokens` = number of tokens | `slashed` (self-contradiction) | 0 |
-//! | the opening verifies against the **signed** `trace_root` and `trace_len` | `dismissed` (`bad_opening`) | 0 |
+//! | the opening verifies against the **signed** `trace_root` and `trace_len` | `slashed` if the operator signed that it served that leaf and opening (self-contradiction), else `dismissed` (`bad_opening`) | 0 |
 //! | the leaf is 20 bytes, its position is `t` and its token `tokens[t]` | `slashed` (self-contradiction) | 0 |
 //! | the image's `step` mode, run once on (request, `tokens[0..t]`, `t`), gives the opened leaf | `slashed` if not, else `dismissed` | 1 |
 //!
@@ -87,6 +87,12 @@ pub struct TokenClaim {
     /// The prefix the challenger agrees to, if it names one: must be `tokens[0..t]` of the
     /// signed output.
     pub prefix: Option<Vec<u32>>,
+    /// The operator's signature over the served output (SPEC.md §7.7), as its node served
+    /// it (`X-Vouch-Served-Signature` of `GET /v1/jobs/{id}/output`).
+    pub output_signature: Option<[u8; 64]>,
+    /// The operator's signature over the served leaf and opening (`served_signature` of
+    /// `GET /v1/jobs/{id}/trace/{t}`).
+    pub leaf_signature: Option<[u8; 64]>,
 }
 
 /// [`TokenClaim`] as stored in the dispute's evidence.
@@ -99,6 +105,10 @@ pub(crate) struct TokenClaimJson {
     proof: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prefix: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output_signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leaf_signature: Option<String>,
 }
 
 impl TokenClaim {
@@ -109,6 +119,8 @@ impl TokenClaim {
             leaf: hex::encode(&self.leaf),
             proof: self.proof.iter().map(hex::encode).collect(),
             prefix: self.prefix.clone(),
+            output_signature: self.output_signature.map(hex::encode),
+            leaf_signature: self.leaf_signature.map(hex::encode),
         }
     }
 
@@ -122,8 +134,41 @@ impl TokenClaim {
             leaf: hex::decode(&j.leaf).map_err(|e| format!("leaf: {e}"))?,
             proof: parse_proof(&j.proof)?,
             prefix: j.prefix,
+            output_signature: j
+                .output_signature
+                .as_deref()
+                .map(|h| parse_signature(h, "output_signature"))
+                .transpose()?,
+            leaf_signature: j
+                .leaf_signature
+                .as_deref()
+                .map(|h| parse_signature(h, "leaf_signature"))
+                .transpose()?,
         })
     }
+}
+
+/// A 64-byte signature in 128 hex characters.
+pub fn parse_signature(h: &str, what: &str) -> Result<[u8; 64], String> {
+    let mut b = [0u8; 64];
+    hex::decode_to_slice(h, &mut b)
+        .map_err(|e| format!("{what} is not 128 hex characters: {e}"))?;
+    Ok(b)
+}
+
+/// Whether `signature` is the receipt's operator's over serving `served` for it
+/// (SPEC.md §7.7).
+fn served_by_operator(
+    receipt: &SignedReceipt,
+    served: &vouch_proto::Served<'_>,
+    signature: Option<&[u8; 64]>,
+) -> bool {
+    let Some(signature) = signature else {
+        return false;
+    };
+    let r = &receipt.receipt;
+    vouch_proto::served_statement(&r.network_id, &r.signing_root(), served)
+        .is_ok_and(|m| vouch_proto::verify_root(&r.operator, &m, signature).is_ok())
 }
 
 /// Hex sibling hashes, 32 bytes each.
@@ -209,6 +254,19 @@ fn check_evidence(receipt: &SignedReceipt, input: &[u8], claim: &TokenClaim) -> 
     let r = &receipt.receipt;
     let t = claim.position;
     if Digest::of(&claim.output) != r.output_digest || claim.output.len() as u64 != r.output_len {
+        let served = vouch_proto::Served::Output {
+            digest: Digest::of(&claim.output).0,
+            len: claim.output.len() as u64,
+        };
+        if served_by_operator(receipt, &served, claim.output_signature.as_ref()) {
+            return Check::Slashed(format!(
+                "the receipt's operator served, and signed that it served, an output ({} \
+                 bytes, SHA-256 {}) other than the one it signed in the receipt: it \
+                 contradicts itself",
+                claim.output.len(),
+                Digest::of(&claim.output)
+            ));
+        }
         return Check::Dismissed(
             "the output given is not the one the receipt signs (output_digest, output_len): \
              the challenger must bring the operator's signed output"
@@ -252,9 +310,21 @@ fn check_evidence(receipt: &SignedReceipt, input: &[u8], claim: &TokenClaim) -> 
         &claim.leaf,
         &claim.proof,
     ) {
+        let served = vouch_proto::Served::Leaf {
+            index: u64::from(t),
+            leaf: &claim.leaf,
+            proof: &claim.proof,
+        };
+        if served_by_operator(receipt, &served, claim.leaf_signature.as_ref()) {
+            return Check::Slashed(format!(
+                "the receipt's operator served, and signed that it served, leaf {t} with an \
+                 opening that does not verify against its own signed trace_root and \
+                 trace_len ({e}): it contradicts itself"
+            ));
+        }
         return Check::Dismissed(format!(
             "bad_opening: the leaf's opening does not verify against the signed trace_root \
-             and trace_len: {e}"
+             and trace_len, and the operator did not sign that it served it: {e}"
         ));
     }
     let leaf = &claim.leaf;

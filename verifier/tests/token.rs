@@ -391,6 +391,89 @@ async fn bad_evidence_is_dismissed_without_recomputation_and_the_bond_burned() {
         .expect("jail"));
 }
 
+/// Served evidence the operator signed (SPEC.md §7.7) that contradicts its own receipt is
+/// slashed with nothing recomputed; the same evidence signed by anyone else is not the
+/// operator's word and is dismissed.
+#[tokio::test(flavor = "multi_thread")]
+async fn served_evidence_the_operator_signed_against_its_receipt_is_slashed_unrun() {
+    if !docker_available(&[MODEL]).await {
+        return;
+    }
+    let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
+    let g = generate(&app, 64, "served").await;
+    let honest = sign(&g.spec, &g.output, &g.trace, 64);
+    let root = honest.receipt.signing_root();
+    let served_output = |key: &SigningKey, output: &[u8]| {
+        let m = vouch_proto::served_statement(
+            &network(),
+            &root,
+            &vouch_proto::Served::Output {
+                digest: Digest::of(output).0,
+                len: output.len() as u64,
+            },
+        )
+        .expect("statement");
+        hex::encode(key.sign(&m).to_bytes())
+    };
+    let served_leaf = |key: &SigningKey, t: u64, c: &Claim| {
+        let m = vouch_proto::served_statement(
+            &network(),
+            &root,
+            &vouch_proto::Served::Leaf {
+                index: t,
+                leaf: &c.leaf,
+                proof: &c.proof,
+            },
+        )
+        .expect("statement");
+        hex::encode(key.sign(&m).to_bytes())
+    };
+    // The node served another output than the one its receipt signs.
+    let mut other_output = Claim::of(&g.output, &g.trace, 31);
+    other_output.output = g.output_with(32, 5);
+    // ... or a leaf with an opening that does not verify against its signed root.
+    let mut bad_opening = Claim::of(&g.output, &g.trace, 29);
+    bad_opening.proof[0][0] ^= 1;
+
+    // Signed by the challenger, not the operator: proves nothing about the operator.
+    let mut forged = body(&challenger(), &honest, &g, 31, &other_output);
+    forged["output_signature"] = served_output(&challenger(), &other_output.output).into();
+    let (v, containers) = dispute(&app, &forged).await;
+    assert_eq!(v["outcome"], "dismissed", "{v}");
+    assert_eq!(containers, 0);
+
+    let mut b = body(&challenger(), &honest, &g, 30, &other_output);
+    b["output_signature"] = served_output(&operator(), &other_output.output).into();
+    let (v, containers) = dispute(&app, &b).await;
+    assert_eq!(v["outcome"], "slashed", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("contradicts itself"),
+        "{v}"
+    );
+    assert_eq!(v["tokens_recomputed"], 0, "{v}");
+    assert_eq!(containers, 0, "nothing run");
+    assert!(app
+        .ledger
+        .is_jailed(&Key::of(&operator()), NOW)
+        .expect("jail"));
+
+    // The same receipt proven wrong again through a signed bad opening: the same
+    // offence, so already slashed, and again nothing run.
+    let mut b = body(&challenger(), &honest, &g, 29, &bad_opening);
+    b["leaf_signature"] = served_leaf(&operator(), 29, &bad_opening).into();
+    let (v, containers) = dispute(&app, &b).await;
+    assert_eq!(v["outcome"], "already_slashed", "{v}");
+    assert!(
+        v["reason"].as_str().expect("reason").contains("leaf 29"),
+        "{v}"
+    );
+    assert_eq!(v["tokens_recomputed"], 0, "{v}");
+    assert_eq!(containers, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn honest_generation_challenged_is_dismissed() {
     if !docker_available(&[MODEL]).await {

@@ -57,8 +57,25 @@ pub async fn get_bytes(
     path: &str,
     api_key: Option<&str>,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
+    let (status, body, _) = get_bytes_and_header(base, path, api_key, "").await?;
+    Ok((status, body))
+}
+
+/// [`get_bytes`], and the value of the answer's header `name` (case-insensitive), if any.
+pub async fn get_bytes_and_header(
+    base: &str,
+    path: &str,
+    api_key: Option<&str>,
+    name: &str,
+) -> anyhow::Result<(u16, Vec<u8>, Option<String>)> {
     let auth = api_key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
-    exchange("GET", base, path, &auth, &[], TIMEOUT).await
+    let (status, body, head) = exchange_full("GET", base, path, &auth, &[], TIMEOUT).await?;
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let value = head
+        .lines()
+        .find(|l| !name.is_empty() && l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_owned());
+    Ok((status, body, value))
 }
 
 async fn exchange(
@@ -69,6 +86,19 @@ async fn exchange(
     payload: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
+    let (status, body, _) = exchange_full(method, base, path, headers, payload, timeout).await?;
+    Ok((status, body))
+}
+
+/// One request: the status, the body and the answer's header lines.
+async fn exchange_full(
+    method: &str,
+    base: &str,
+    path: &str,
+    headers: &str,
+    payload: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>, String)> {
     let rest = base
         .strip_prefix("http://")
         .with_context(|| format!("--url {base:?}: only http://host:port is supported"))?;
@@ -106,7 +136,7 @@ async fn exchange(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("malformed HTTP answer")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status: u16 = head
         .split_whitespace()
         .nth(1)
@@ -137,5 +167,5 @@ async fn exchange(
         }
         body = &unchunked;
     }
-    Ok((status, body.to_vec()))
+    Ok((status, body.to_vec(), head))
 }
