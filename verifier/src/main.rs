@@ -845,6 +845,18 @@ fn dispute_result(
                 .encode(&output)
                 .into();
             body["position"] = t.into();
+            // The agreed prefix: the served tokens before t (what the challenger's own run
+            // gave too, if t is the first divergence).
+            if let Some(tokens) = serde_json::from_slice::<serde_json::Value>(&output)
+                .ok()
+                .and_then(|v| v["tokens"].as_array().cloned())
+            {
+                body["prefix"] = tokens
+                    .into_iter()
+                    .take(t as usize)
+                    .collect::<Vec<_>>()
+                    .into();
+            }
             body["leaf"] = opening["leaf"].clone();
             body["proof"] = opening["proof"].clone();
             // What the operator signed it served: proof if it served something else.

@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | SHA-256 and length of the output = the receipt's `output_digest`, `output_len` | `slashed` if the operator signed that it served that output (SPEC.md §7.7: self-contradiction), else `dismissed` (bad evidence; bond burned) | 0 |
 //! | the output is a model output (SPEC.md §7.2) and the input a JSON request | `void` (T2 does not apply) | 0 |
-//! | a `prefix` the challenger names = the signed output's `tokens[0..t]`, `t` < its length | `dismissed` | 0 |
+//! | a `prefix` the challenger names (its own run's tokens before `t`) = the signed output's `tokens[0..t]`, `t` < its length | `dismissed` (`t` is not the first divergence, or the prefix is not the agreed one) | 0 |
 //! | signed `trace_len` = `usage.completion_tokens` = number of tokens | `slashed` (self-contradiction) | 0 |
 //! | the opening verifies against the **signed** `trace_root` and `trace_len` | `slashed` if the operator signed that it served that leaf and opening (self-contradiction), else `dismissed` (`bad_opening`) | 0 |
 //! | the leaf is 20 bytes, its position is `t` and its token `tokens[t]` | `slashed` (self-contradiction) | 0 |
@@ -289,11 +289,19 @@ fn check_evidence(receipt: &SignedReceipt, input: &[u8], claim: &TokenClaim) -> 
             tokens.len()
         ));
     };
-    if claim.prefix.as_deref().is_some_and(|p| p != prefix) {
-        return Check::Dismissed(format!(
-            "the prefix named is not the signed output's tokens[0..{t}], which is the only \
-             agreed prefix"
-        ));
+    if let Some(p) = claim.prefix.as_deref().filter(|p| *p != prefix) {
+        return Check::Dismissed(match p.iter().zip(prefix).position(|(a, b)| a != b) {
+            Some(i) => format!(
+                "the prefix named differs from the signed output's tokens at position {i}, \
+                 before {t}: position {t} is not the first divergence (or the prefix is not \
+                 the agreed one); name the first token where you disagree"
+            ),
+            None => format!(
+                "the prefix named holds {} tokens; the agreed prefix of position {t} is the \
+                 signed output's {t} tokens before it",
+                p.len()
+            ),
+        });
     }
     if r.trace_len != completion || completion != tokens.len() as u64 {
         return Check::Slashed(format!(

@@ -345,9 +345,10 @@ async fn bad_evidence_is_dismissed_without_recomputation_and_the_bond_burned() {
         return;
     }
     let app = DockerApp::new("token", STAKE, CHALLENGER_DEPOSIT, NOW);
-    let g = generate(&app, 64, "bad-evidence")
-        .await
-        .with_wrong_token(32);
+    let g = generate(&app, 64, "bad-evidence").await;
+    // What the model gives, as a challenger's own run would.
+    let honest_tokens = g.tokens();
+    let g = g.with_wrong_token(32);
     let lie = sign(&g.spec, &g.output, &g.trace, 64);
 
     // One dispute id per (challenger, receipt, position, bond), so each bad claim names
@@ -360,11 +361,15 @@ async fn bad_evidence_is_dismissed_without_recomputation_and_the_bond_burned() {
     // an output the operator did not sign;
     let mut unsigned_output = Claim::of(&g.output, &g.trace, 31);
     unsigned_output.output = g.output_with(32, 5);
-    // a prefix other than the signed output's (a lying challenger).
+    // a prefix other than the signed output's (a lying challenger);
     let mut lying_prefix = Claim::of(&g.output, &g.trace, 32);
     let mut p = g.tokens()[..32].to_vec();
     p[3] = p[3] % 96 + 1;
     lying_prefix.prefix = Some(p);
+    // a divergent position after the first divergence (32), named with the challenger's
+    // own run of the model as its prefix: it differs from the signed one at 32.
+    let mut not_first = Claim::of(&g.output, &g.trace, 40);
+    not_first.prefix = Some(honest_tokens[..40].to_vec());
 
     let mut balance = app.challenger_balance();
     for (what, t, claim, reason) in [
@@ -372,6 +377,12 @@ async fn bad_evidence_is_dismissed_without_recomputation_and_the_bond_burned() {
         ("leaf not in the trace", 30, other_leaf, "bad_opening"),
         ("unsigned output", 31, unsigned_output, "output_digest"),
         ("lying prefix", 32, lying_prefix, "prefix"),
+        (
+            "not the first divergence",
+            40,
+            not_first,
+            "position 32, before 40: position 40 is not the first divergence",
+        ),
     ] {
         let (v, containers) = dispute(&app, &body(&challenger(), &lie, &g, t, &claim)).await;
         assert_eq!(v["outcome"], "dismissed", "{what}: {v}");
