@@ -183,6 +183,29 @@ impl Node {
     /// Re-queues what a previous run left queued or running. A job interrupted
     /// `max_attempts` times is failed instead of being started again.
     pub async fn recover(self: &Arc<Self>) -> rusqlite::Result<usize> {
+        // A job stopped after its result and receipt were both durable (the output here,
+        // the receipt in the signing history) but before the receipt was attached: attach
+        // it (the receipt may have been handed out). A stored result whose receipt is not
+        // in the history was never signed: the job runs again below.
+        let stored = self.blocking(|s| s.running_with_result()).await?;
+        for (job_id, digest, len, exit_code) in stored {
+            let signer = self.signer.clone();
+            let receipt = tokio::task::spawn_blocking(move || signer.get(&job_id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .filter(|r| {
+                    r.receipt.output_digest == digest
+                        && r.receipt.output_len == len
+                        && r.receipt.exit_code == exit_code
+                });
+            if let Some(r) = receipt {
+                self.blocking(move |s| s.attach_receipt(&job_id, &r))
+                    .await?;
+                tracing::info!(target: "vouch::jobs", %job_id, "receipt re-attached from the signing history after a restart");
+            }
+        }
         // Signed jobs still inside a challenge window count against the cap (the window is
         // known once the registry is read; until then they count for a day).
         let signed = self
@@ -476,7 +499,7 @@ impl Node {
         spec: JobSpec,
         input: Vec<u8>,
         warm: bool,
-    ) -> Result<JobRecord, SubmitError> {
+    ) -> Result<(JobRecord, Option<Bytes>), SubmitError> {
         // Its own task: a client that goes away (or a request timeout) must not leave the
         // job half done, marked running with nobody running it.
         let this = self.clone();
@@ -485,12 +508,14 @@ impl Node {
             .map_err(|e| SubmitError::Internal(format!("job task failed: {e}")))?
     }
 
+    /// The record, and the output when this call produced it (`None`: read it from the
+    /// store).
     async fn run_now_inner(
         &self,
         spec: JobSpec,
         input: Vec<u8>,
         warm: bool,
-    ) -> Result<JobRecord, SubmitError> {
+    ) -> Result<(JobRecord, Option<Bytes>), SubmitError> {
         let job_id = spec
             .job_id()
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
@@ -516,6 +541,7 @@ impl Node {
                 .get(job_id, wait)
                 .await
                 .map_err(internal)?
+                .map(|r| (r, None))
                 .ok_or_else(|| SubmitError::Internal("job vanished".into()));
         }
         self.metrics.jobs_submitted.inc();
@@ -530,13 +556,15 @@ impl Node {
             .job_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.jobs_running.dec();
-        self.finish(job_id, &spec, outcome)
+        let output = self
+            .finish(job_id, &spec, outcome)
             .await
             .map_err(internal)?;
         self.notify();
         self.blocking(move |s| s.get(&job_id))
             .await
             .map_err(internal)?
+            .map(|r| (r, output))
             .ok_or_else(|| SubmitError::Internal("job vanished".into()))
     }
 
@@ -585,12 +613,13 @@ impl Node {
         self.notify();
     }
 
+    /// Signs and records a run's outcome; the signed output when it succeeded.
     async fn finish(
         &self,
         job_id: JobId,
         spec: &JobSpec,
         outcome: Result<RunOutcome, ExecError>,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<Option<Bytes>> {
         match outcome {
             Ok(RunOutcome::Exited {
                 exit_code,
@@ -636,28 +665,52 @@ impl Node {
                     trace_root,
                     trace_len,
                 };
+                // Two waits for the disk, at once: the signing history records the receipt
+                // before it is signed (signer.rs), and the job database stores the output and
+                // trace it binds. The receipt leaves this node only once both are durable.
                 let signer = self.signer.clone();
-                let signing = std::time::Instant::now();
-                let signed = tokio::task::spawn_blocking(move || signer.sign_result(&body))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SignError::Import(format!("signing task failed: {e}")))
-                    });
+                let store = self.store.clone();
+                let (out2, err2) = (stdout.clone(), stderr.clone());
+                let trace = Arc::new(trace);
+                let trace2 = trace.clone();
+                let (m1, m2) = (self.metrics.clone(), self.metrics.clone());
+                let started = std::time::Instant::now();
+                let (signed, stored) = tokio::join!(
+                    tokio::task::spawn_blocking(move || {
+                        let r = signer.sign_result(&body);
+                        m1.phase("sign", started.elapsed());
+                        r
+                    }),
+                    tokio::task::spawn_blocking(move || {
+                        let r = store.store_result(&job_id, exit_code, &out2, &err2, &trace2);
+                        m2.phase("persist", started.elapsed());
+                        r
+                    }),
+                );
+                // Both at once: what the two waits cost the job.
+                self.metrics.phase("durable", started.elapsed());
+                let signed = signed.unwrap_or_else(|e| {
+                    Err(SignError::Import(format!("signing task failed: {e}")))
+                });
+                let stored = stored.unwrap_or_else(|e| {
+                    Err(rusqlite::Error::ToSqlConversionFailure(
+                        format!("storing task failed: {e}").into(),
+                    ))
+                });
                 match signed {
                     Ok((receipt, fresh)) => {
-                        self.metrics.phase("sign", signing.elapsed());
+                        // Not durable, not handed out: a restart re-runs the job, and the
+                        // history answers it with this same receipt.
+                        stored?;
                         if fresh == Fresh::New {
                             self.metrics.receipts_signed.inc();
                         }
                         tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
                         self.metrics.finished("succeeded");
                         let r2 = receipt.clone();
-                        let persisting = std::time::Instant::now();
-                        self.blocking(move |s| {
-                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &r2)
-                        })
-                        .await?;
-                        self.metrics.phase("persist", persisting.elapsed());
+                        self.blocking(move |s| s.attach_receipt(&job_id, &r2))
+                            .await?;
+                        let signed_output = stdout.clone();
                         self.exposure.settled(&job_id, receipt.receipt.issued_at_ms);
                         if let Some(p2p) = self.p2p.get() {
                             if spec.replicas > 1 {
@@ -677,7 +730,7 @@ impl Node {
                                 }
                             }
                         }
-                        Ok(())
+                        Ok(Some(signed_output))
                     }
                     Err(e) => {
                         self.metrics.signing_refused.inc();
@@ -687,6 +740,7 @@ impl Node {
                         self.exposure.released(&job_id);
                         self.blocking(move |s| s.mark_failed(&job_id, &reason, &stderr))
                             .await
+                            .map(|()| None)
                     }
                 }
             }
@@ -705,6 +759,7 @@ impl Node {
                 self.exposure.released(&job_id);
                 self.blocking(move |s| s.mark_failed(&job_id, &detail, &stderr))
                     .await
+                    .map(|()| None)
             }
             Err(e) => {
                 self.metrics.finished("failed_infrastructure");
@@ -713,6 +768,7 @@ impl Node {
                 self.exposure.released(&job_id);
                 self.blocking(move |s| s.mark_failed(&job_id, &reason, b""))
                     .await
+                    .map(|()| None)
             }
         }
     }

@@ -326,7 +326,7 @@ async fn chat_completions(
         replicas: 1,
         nonce: String::new(),
     };
-    let record = node
+    let (record, output) = node
         .run_now(spec, req.input.clone(), req.model.warm)
         .await
         .map_err(|e| match e {
@@ -338,7 +338,7 @@ async fn chat_completions(
             ),
             e => ApiError::from(e),
         })?;
-    let (output, out) = completed_output(&node, &record).await?;
+    let (output, out) = completed_output(&node, &record, output).await?;
     let receipt = record
         .receipt
         .as_ref()
@@ -414,9 +414,12 @@ async fn chat_completions(
     Ok(Sse::new(stream).into_response())
 }
 
+/// The model output of a finished job: `output` when the caller has it, else from the
+/// store.
 async fn completed_output(
     node: &Arc<Node>,
     record: &JobRecord,
+    output: Option<bytes::Bytes>,
 ) -> Result<(String, ModelOutput), ApiError> {
     if record.status != JobStatus::Succeeded {
         let reason = record
@@ -439,13 +442,18 @@ async fn completed_output(
             ),
         ));
     }
-    let store = node.store.clone();
-    let id = record.job_id;
-    let bytes = tokio::task::spawn_blocking(move || store.output(&id))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?
-        .unwrap_or_default();
+    let bytes = match output {
+        Some(b) => b.to_vec(),
+        None => {
+            let store = node.store.clone();
+            let id = record.job_id;
+            tokio::task::spawn_blocking(move || store.output(&id))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?
+                .unwrap_or_default()
+        }
+    };
     let text =
         String::from_utf8(bytes).map_err(|_| ApiError::internal("model output is not UTF-8"))?;
     let out: ModelOutput = serde_json::from_str(&text)

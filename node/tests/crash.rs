@@ -347,3 +347,83 @@ async fn a_rerun_after_a_crash_never_signs_a_different_result() {
         hex::encode(earlier.receipt.signing_root())
     );
 }
+
+/// A node that died after its signing history recorded a receipt and its job database
+/// stored the output (the two durable writes run at once), but before the receipt was
+/// attached to the job, attaches that receipt at restart: the job is not run again and
+/// nothing new is signed.
+#[tokio::test]
+async fn a_receipt_signed_but_not_attached_is_attached_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = vouch_node::keys::generate(&dir.path().join("operator.pem")).unwrap();
+    let network = NetworkId::parse_or_name("crash-test");
+    // The state the dead process left: the job `running` with its result stored, the
+    // receipt in the history.
+    let spec = vouch_proto::JobSpec {
+        image: Digest([7; 32]),
+        command: vec![],
+        env: vec![],
+        input_digest: Digest::of(b"in"),
+        limits: vouch_node::config::Config::default().limits,
+        determinism: vouch_proto::Determinism::Deterministic,
+        value_at_risk: vouch_proto::Amount(0),
+        replicas: 1,
+        nonce: "attach".into(),
+    };
+    let job_id = spec.job_id().unwrap();
+    let signed = {
+        let store =
+            vouch_node::store::JobStore::open(&dir.path().join(vouch_node::paths::JOBS)).unwrap();
+        store.insert_running(&job_id, &spec, b"in").unwrap();
+        let trace = vec![vec![1u8; 20], vec![2u8; 20]];
+        store
+            .store_result(&job_id, 0, b"the output", b"", &trace)
+            .unwrap();
+        let signer = SigningStore::open(
+            &dir.path().join(vouch_node::paths::SIGNING),
+            key.clone(),
+            network,
+        )
+        .unwrap();
+        let (signed, _) = signer
+            .sign_result(&ResultBody {
+                job_id,
+                image: spec.image,
+                input_digest: spec.input_digest,
+                output_digest: Digest::of(b"the output"),
+                output_len: 10,
+                exit_code: 0,
+                trace_root: vouch_proto::merkle_root(&trace),
+                trace_len: 2,
+            })
+            .unwrap();
+        signed
+    };
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _node = spawn(dir.path(), port);
+    wait_healthy(&url).await;
+    let job: Value = client()
+        .get(format!("{url}/v1/jobs/{job_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(
+        job["receipt"]["signature"],
+        hex::encode(signed.signature),
+        "the receipt the history holds, not a new one: {job:#}"
+    );
+    let out = client()
+        .get(format!("{url}/v1/jobs/{job_id}/output"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(out.as_ref(), b"the output");
+}
