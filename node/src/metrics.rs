@@ -134,7 +134,7 @@ impl Metrics {
         );
         registry.register(
             "job_phase_seconds",
-            "Time spent in each phase of a successful job (create, start, run, remove, hash; sign and persist run at once, durable is both)",
+            "Time spent in each phase of a successful job (create, start, run, remove, hash, sign, persist)",
             m.job_phase_seconds.clone(),
         );
         registry.register("p2p_peers", "Connected libp2p peers", m.p2p_peers.clone());

@@ -183,29 +183,6 @@ impl Node {
     /// Re-queues what a previous run left queued or running. A job interrupted
     /// `max_attempts` times is failed instead of being started again.
     pub async fn recover(self: &Arc<Self>) -> rusqlite::Result<usize> {
-        // A job stopped after its result and receipt were both durable (the output here,
-        // the receipt in the signing history) but before the receipt was attached: attach
-        // it (the receipt may have been handed out). A stored result whose receipt is not
-        // in the history was never signed: the job runs again below.
-        let stored = self.blocking(|s| s.running_with_result()).await?;
-        for (job_id, digest, len, exit_code) in stored {
-            let signer = self.signer.clone();
-            let receipt = tokio::task::spawn_blocking(move || signer.get(&job_id))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .filter(|r| {
-                    r.receipt.output_digest == digest
-                        && r.receipt.output_len == len
-                        && r.receipt.exit_code == exit_code
-                });
-            if let Some(r) = receipt {
-                self.blocking(move |s| s.attach_receipt(&job_id, &r))
-                    .await?;
-                tracing::info!(target: "vouch::jobs", %job_id, "receipt re-attached from the signing history after a restart");
-            }
-        }
         // Signed jobs still inside a challenge window count against the cap (the window is
         // known once the registry is read; until then they count for a day).
         let signed = self
@@ -665,52 +642,29 @@ impl Node {
                     trace_root,
                     trace_len,
                 };
-                // Two waits for the disk, at once: the signing history records the receipt
-                // before it is signed (signer.rs), and the job database stores the output and
-                // trace it binds. The receipt leaves this node only once both are durable.
                 let signer = self.signer.clone();
-                let store = self.store.clone();
-                let (out2, err2) = (stdout.clone(), stderr.clone());
-                let trace = Arc::new(trace);
-                let trace2 = trace.clone();
-                let (m1, m2) = (self.metrics.clone(), self.metrics.clone());
-                let started = std::time::Instant::now();
-                let (signed, stored) = tokio::join!(
-                    tokio::task::spawn_blocking(move || {
-                        let r = signer.sign_result(&body);
-                        m1.phase("sign", started.elapsed());
-                        r
-                    }),
-                    tokio::task::spawn_blocking(move || {
-                        let r = store.store_result(&job_id, exit_code, &out2, &err2, &trace2);
-                        m2.phase("persist", started.elapsed());
-                        r
-                    }),
-                );
-                // Both at once: what the two waits cost the job.
-                self.metrics.phase("durable", started.elapsed());
-                let signed = signed.unwrap_or_else(|e| {
-                    Err(SignError::Import(format!("signing task failed: {e}")))
-                });
-                let stored = stored.unwrap_or_else(|e| {
-                    Err(rusqlite::Error::ToSqlConversionFailure(
-                        format!("storing task failed: {e}").into(),
-                    ))
-                });
+                let signing = std::time::Instant::now();
+                let signed = tokio::task::spawn_blocking(move || signer.sign_result(&body))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SignError::Import(format!("signing task failed: {e}")))
+                    });
                 match signed {
                     Ok((receipt, fresh)) => {
-                        // Not durable, not handed out: a restart re-runs the job, and the
-                        // history answers it with this same receipt.
-                        stored?;
+                        self.metrics.phase("sign", signing.elapsed());
                         if fresh == Fresh::New {
                             self.metrics.receipts_signed.inc();
                         }
                         tracing::info!(target: "vouch::jobs", %job_id, exit_code, sequence = receipt.receipt.sequence, "job succeeded, receipt signed");
                         self.metrics.finished("succeeded");
                         let r2 = receipt.clone();
-                        self.blocking(move |s| s.attach_receipt(&job_id, &r2))
-                            .await?;
+                        let persisting = std::time::Instant::now();
                         let signed_output = stdout.clone();
+                        self.blocking(move |s| {
+                            s.mark_succeeded(&job_id, exit_code, &stdout, &stderr, &trace, &r2)
+                        })
+                        .await?;
+                        self.metrics.phase("persist", persisting.elapsed());
                         self.exposure.settled(&job_id, receipt.receipt.issued_at_ms);
                         if let Some(p2p) = self.p2p.get() {
                             if spec.replicas > 1 {

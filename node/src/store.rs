@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
-use vouch_proto::{Digest, JobId, JobSpec, SignedReceipt};
+use vouch_proto::{JobId, JobSpec, SignedReceipt};
 
 const SCHEMA_VERSION: i64 = 4;
 
@@ -731,47 +731,6 @@ impl JobStore {
         Ok(())
     }
 
-    /// Stores a result before its receipt exists (the job stays `running`): the output,
-    /// stderr and trace, durably — this write waits for the disk. The node runs it while the
-    /// signing history records the receipt (another file, so the two waits overlap), and
-    /// hands the receipt out only after both; [`JobStore::attach_receipt`] then marks the
-    /// job succeeded. A job stopped in between has its output here and its receipt in the
-    /// signing history, from which [`crate::node::Node::recover`] attaches it again.
-    pub fn store_result(
-        &self,
-        job_id: &JobId,
-        exit_code: i32,
-        output: &[u8],
-        stderr: &[u8],
-        trace: &[Vec<u8>],
-    ) -> rusqlite::Result<()> {
-        let packed = pack_trace(trace);
-        let conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let written = conn.unchecked_transaction().and_then(|tx| {
-            tx.execute(
-                "UPDATE jobs SET exit_code = ?2, output = ?3, stderr = ?4, trace = ?5, updated_at_ms = ?6 WHERE job_id = ?1",
-                params![job_id.0.to_vec(), exit_code, output, stderr, packed, now_ms() as i64],
-            )?;
-            index_blob(&tx, job_id, "output", output)?;
-            index_trace(&tx, job_id, trace)?;
-            tx.commit()
-        });
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        written?;
-        Ok(())
-    }
-
-    /// Marks a job whose result [`JobStore::store_result`] made durable as succeeded with
-    /// its receipt. Not a wait for the disk: the receipt is durable in the signing history.
-    pub fn attach_receipt(&self, job_id: &JobId, receipt: &SignedReceipt) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET status = 'succeeded', reason = NULL, receipt = ?2, updated_at_ms = ?3 WHERE job_id = ?1",
-            params![job_id.0.to_vec(), receipt.encode().to_vec(), now_ms() as i64],
-        )?;
-        Ok(())
-    }
-
     /// Records a signed result.
     pub fn mark_succeeded(
         &self,
@@ -782,7 +741,12 @@ impl JobStore {
         trace: &[Vec<u8>],
         receipt: &SignedReceipt,
     ) -> rusqlite::Result<()> {
-        let packed = pack_trace(trace);
+        let mut packed = Vec::with_capacity(trace.iter().map(|l| l.len() + 2).sum());
+        for leaf in trace {
+            // Leaves are at most MAX_LEAF_BYTES (256), checked where they are parsed.
+            packed.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+            packed.extend_from_slice(leaf);
+        }
         let conn = self.conn();
         // A signed receipt may already be on its way to the client: the output it binds
         // must survive a power loss (a lost output would look like withholding). So this
@@ -801,35 +765,6 @@ impl JobStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         written?;
         Ok(())
-    }
-
-    /// Jobs left `running` whose result was stored (by [`JobStore::store_result`]):
-    /// `(job id, SHA-256 of the output, output length, exit code)`.
-    pub fn running_with_result(&self) -> rusqlite::Result<Vec<(JobId, Digest, u64, i32)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT job_id, output, exit_code FROM jobs WHERE status = 'running' AND output IS NOT NULL AND exit_code IS NOT NULL",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i32>(2)?,
-            ))
-        })?;
-        let mut out = vec![];
-        for row in rows {
-            let (id, output, exit_code) = row?;
-            if let Ok(id) = <[u8; 32]>::try_from(id.as_slice()) {
-                out.push((
-                    JobId(id),
-                    Digest::of(&output),
-                    output.len() as u64,
-                    exit_code,
-                ));
-            }
-        }
-        Ok(out)
     }
 
     /// Trace leaves of a job that ran (empty when untraced).
@@ -989,17 +924,6 @@ fn backfill_blobs(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Leaves from their packed form (`u16 length ‖ leaf`, repeated).
-/// Leaves as stored: each a u16 big-endian length and its bytes.
-fn pack_trace(trace: &[Vec<u8>]) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(trace.iter().map(|l| l.len() + 2).sum());
-    for leaf in trace {
-        // Leaves are at most MAX_LEAF_BYTES (256), checked where they are parsed.
-        packed.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
-        packed.extend_from_slice(leaf);
-    }
-    packed
-}
-
 fn unpack_trace(packed: &[u8]) -> Vec<Vec<u8>> {
     let mut leaves = vec![];
     let mut rest = packed;

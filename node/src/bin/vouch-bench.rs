@@ -302,8 +302,8 @@ async fn bench_inference(args: &Args) -> anyhow::Result<Value> {
     println!(
         "\n### Where a warm request's time goes (means; the node's `vouch_job_phase_seconds`)\n"
     );
-    println!("| max_tokens | node mean (ms) | direct mean (ms) | run: the model exchange | hash | sign (history fsync) | persist (job row fsync) | durable: both, at once | rest: HTTP, normalization, job insert, receipt attach, response |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| max_tokens | node mean (ms) | direct mean (ms) | run: the model exchange | hash | sign | persist | rest: HTTP, normalization, queue, job insert, response |");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let phase = |name: &str| {
             r["phases_ms"]
@@ -314,22 +314,21 @@ async fn bench_inference(args: &Args) -> anyhow::Result<Value> {
         };
         let node_mean = r["node_mean_ms"].as_f64().unwrap_or(0.0);
         let rest = node_mean
-            - ["run", "hash", "durable"]
+            - ["run", "hash", "sign", "persist"]
                 .iter()
                 .map(|p| phase(p))
                 .sum::<f64>();
         println!(
-            "| {} | {node_mean:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {rest:.2} |",
+            "| {} | {node_mean:.2} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {rest:.2} |",
             r["max_tokens"],
             r["direct_mean_ms"].as_f64().unwrap_or(0.0),
             phase("run"),
             phase("hash"),
             phase("sign"),
             phase("persist"),
-            phase("durable"),
         );
     }
-    println!("\nThe node's figure includes HTTP, request normalization, hashing, the durable signing-history write and the durable output (at once), the job database and the response; the direct figure is the same model process answering the same request over a pipe.");
+    println!("\nThe node's figure includes HTTP, request normalization, hashing, the durable signing-history write, the job database and the response; the direct figure is the same model process answering the same request over a pipe.");
     Ok(json!(rows))
 }
 
