@@ -11,6 +11,20 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{to_canonical_bytes, NetworkId, ProtoError};
 
+/// `SHA-256(tag ‖ network id ‖ canonical JSON of value)`: every id and statement here.
+fn tagged_hash(
+    tag: &[u8],
+    network: &NetworkId,
+    value: &serde_json::Value,
+) -> Result<[u8; 32], ProtoError> {
+    let canonical = to_canonical_bytes(value)?;
+    let mut h = Sha256::new();
+    h.update(tag);
+    h.update(network.0);
+    h.update(&canonical);
+    Ok(h.finalize().into())
+}
+
 /// Domain tag of a result dispute id.
 pub const RESULT_DISPUTE_TAG: &[u8] = b"vouch/dispute/result/v1";
 
@@ -29,12 +43,7 @@ pub fn result_dispute_id(
         "challenger": hex::encode(challenger),
         "receipt": hex::encode(receipt_root),
     });
-    let canonical = to_canonical_bytes(&value)?;
-    let mut h = Sha256::new();
-    h.update(RESULT_DISPUTE_TAG);
-    h.update(network.0);
-    h.update(&canonical);
-    Ok(h.finalize().into())
+    tagged_hash(RESULT_DISPUTE_TAG, network, &value)
 }
 
 /// Domain tag of a one-token (T2) dispute id.
@@ -58,12 +67,7 @@ pub fn token_dispute_id(
         "position": position,
         "receipt": hex::encode(receipt_root),
     });
-    let canonical = to_canonical_bytes(&value)?;
-    let mut h = Sha256::new();
-    h.update(TOKEN_DISPUTE_TAG);
-    h.update(network.0);
-    h.update(&canonical);
-    Ok(h.finalize().into())
+    tagged_hash(TOKEN_DISPUTE_TAG, network, &value)
 }
 
 /// Domain tag of a withholding dispute id.
@@ -103,12 +107,7 @@ pub fn withholding_dispute_id(
         "receipt": hex::encode(receipt_root),
         "spec": flags.spec,
     });
-    let canonical = to_canonical_bytes(&value)?;
-    let mut h = Sha256::new();
-    h.update(WITHHOLDING_DISPUTE_TAG);
-    h.update(network.0);
-    h.update(&canonical);
-    Ok(h.finalize().into())
+    tagged_hash(WITHHOLDING_DISPUTE_TAG, network, &value)
 }
 
 /// Domain tag of a served-evidence statement.
@@ -161,12 +160,7 @@ pub fn served_statement(
             "receipt": hex::encode(receipt_root),
         }),
     };
-    let canonical = to_canonical_bytes(&value)?;
-    let mut h = Sha256::new();
-    h.update(SERVED_TAG);
-    h.update(network.0);
-    h.update(&canonical);
-    Ok(h.finalize().into())
+    tagged_hash(SERVED_TAG, network, &value)
 }
 
 #[cfg(test)]

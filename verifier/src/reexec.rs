@@ -667,19 +667,8 @@ impl Verifier {
                 Some(_) => Admitted::Decided(Box::new(self.stored_verdict(&record)?)),
             });
         }
-        let network = self.network();
         let r = &c.receipt;
-        r.verify().map_err(|source| DisputeError::Receipt {
-            which: "receipt",
-            source,
-        })?;
-        if r.receipt.network_id != network {
-            return Err(DisputeError::WrongNetwork {
-                which: "receipt",
-                got: r.receipt.network_id,
-                expected: network,
-            });
-        }
+        self.check_receipt(r)?;
         let job_id = c.spec.job_id().map_err(|e| {
             DisputeError::Mismatch(format!("the spec is not valid, so it has no job id: {e}"))
         })?;
@@ -715,15 +704,7 @@ impl Verifier {
                 now_ms,
             });
         }
-        let operator = Key(r.receipt.operator.0);
-        ledger
-            .operator(&operator)?
-            .ok_or(LedgerError::UnknownOperator(operator))?;
-        if c.bond.amount == 0 {
-            return Err(
-                LedgerError::Invalid("bond amount must be greater than zero".into()).into(),
-            );
-        }
+        check_operator_and_bond(ledger.as_ref(), r, &c.bond)?;
         // Checked again, atomically, when the bond is locked; here so that a challenge that
         // cannot be bonded is refused before Docker is asked anything.
         let available = ledger.balance(&c.challenger, &c.bond.asset)?;
@@ -739,6 +720,22 @@ impl Verifier {
         Ok(Admitted::New {
             offence: wrong_result_offence(r),
         })
+    }
+
+    /// The receipt's signature verifies and it is for this verifier's network.
+    pub(crate) fn check_receipt(&self, r: &SignedReceipt) -> Result<(), DisputeError> {
+        r.verify().map_err(|source| DisputeError::Receipt {
+            which: "receipt",
+            source,
+        })?;
+        if r.receipt.network_id != self.network() {
+            return Err(DisputeError::WrongNetwork {
+                which: "receipt",
+                got: r.receipt.network_id,
+                expected: self.network(),
+            });
+        }
+        Ok(())
     }
 
     /// Waits for the judgment of the open dispute `id` (starting it if none runs) and
@@ -969,6 +966,22 @@ impl ResultVerdict {
             event: None,
         }
     }
+}
+
+/// The receipt's operator is registered and the bond is not zero (blocking: a ledger read).
+pub(crate) fn check_operator_and_bond(
+    ledger: &dyn crate::ledger::CollateralLedger,
+    r: &SignedReceipt,
+    bond: &Bond,
+) -> Result<(), DisputeError> {
+    let operator = Key(r.receipt.operator.0);
+    ledger
+        .operator(&operator)?
+        .ok_or(LedgerError::UnknownOperator(operator))?;
+    if bond.amount == 0 {
+        return Err(LedgerError::Invalid("bond amount must be greater than zero".into()).into());
+    }
+    Ok(())
 }
 
 /// A verdict report for `challenge` with `runs`, to be completed by the ruling.

@@ -430,17 +430,7 @@ impl Verifier {
             return Ok(());
         }
         let r = &c.receipt;
-        r.verify().map_err(|source| DisputeError::Receipt {
-            which: "receipt",
-            source,
-        })?;
-        if r.receipt.network_id != self.network() {
-            return Err(DisputeError::WrongNetwork {
-                which: "receipt",
-                got: r.receipt.network_id,
-                expected: self.network(),
-            });
-        }
+        self.check_receipt(r)?;
         check_demand(r, &c.demand)?;
         let window_ms = ledger.config().challenge_window_ms();
         let deadline_ms = now_ms.saturating_add(self.withholding_deadline_ms());
@@ -453,15 +443,8 @@ impl Verifier {
                 now_ms,
             });
         }
+        crate::reexec::check_operator_and_bond(ledger.as_ref(), r, &c.bond)?;
         let operator = Key(r.receipt.operator.0);
-        ledger
-            .operator(&operator)?
-            .ok_or(LedgerError::UnknownOperator(operator))?;
-        if c.bond.amount == 0 {
-            return Err(
-                LedgerError::Invalid("bond amount must be greater than zero".into()).into(),
-            );
-        }
         let evidence = serde_json::to_vec(&Evidence {
             kind: KIND.into(),
             challenger: c.challenger,
