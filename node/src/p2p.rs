@@ -379,6 +379,11 @@ impl P2p {
             .mesh_peers(TopicKind::Receipts)
             .await
             .unwrap_or_default();
+        let jobs_mesh = self
+            .net
+            .mesh_peers(TopicKind::Jobs)
+            .await
+            .unwrap_or_default();
         let s = self.net.stats();
         let verifier = match self.verifier_key.read() {
             Ok(k) => *k,
@@ -389,6 +394,7 @@ impl P2p {
             "listen_addrs": self.net.listen_addrs().await.unwrap_or_default().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "connected": list,
             "receipts_mesh": mesh.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "jobs_mesh": jobs_mesh.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "registry": {
                 "source": self.registry_source,
                 "operators": self.operators.weighted().iter().map(|(k, w)| serde_json::json!({"operator": k, "weight": w.to_string()})).collect::<Vec<_>>(),

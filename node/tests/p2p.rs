@@ -57,8 +57,11 @@ async fn network(keys: &[SigningKey], operators: &[String], fault: Option<Fault>
         let mut ok = false;
         for _ in 0..100 {
             let p = get(&format!("{}/v1/peers", n.url)).await;
-            if !p["connected"].as_array().unwrap().is_empty()
+            // Every other node as a peer, and both topics' meshes formed: a replicated
+            // job's announcement must reach every replica.
+            if p["connected"].as_array().unwrap().len() + 1 >= keys.len()
                 && !p["receipts_mesh"].as_array().unwrap().is_empty()
+                && !p["jobs_mesh"].as_array().unwrap().is_empty()
             {
                 ok = true;
                 break;
